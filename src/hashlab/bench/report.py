@@ -1,0 +1,65 @@
+"""Turn a :class:`BenchResult` into files people read: JSON, CSV, Markdown, PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from hashlab.bench.runner import BenchResult
+
+
+def markdown_table(result: BenchResult, metrics: list[str] | None = None) -> str:
+    """One row per method, one column per (metric, bits)."""
+    metrics = metrics or result.config.metrics
+    bits = sorted({row["bits"] for row in result.rows})
+    methods = list(dict.fromkeys(row["method"] for row in result.rows))
+    by_key = {(row["method"], row["bits"]): row for row in result.rows}
+    header = ["method"] + [f"{metric} {b}b" for metric in metrics for b in bits]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods:
+        cells = [method]
+        for metric in metrics:
+            for b in bits:
+                row = by_key.get((method, b))
+                cells.append(f"{row[metric]:.3f}" if row and metric in row else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def protocol_text(protocol: dict[str, Any]) -> str:
+    return "; ".join(f"{key}: {value}" for key, value in protocol.items())
+
+
+def write_report(result: BenchResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``result.json``, ``results.csv``, ``results.md`` and plots into ``out_dir``."""
+    from hashlab.bench.plots import plot_metric_vs_bits, plot_pr_curves
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": out / "result.json", "csv": out / "results.csv", "markdown": out / "results.md"}
+    files["json"].write_text(json.dumps(result.to_json(), indent=2))
+    scalar_keys = [k for k in result.rows[0] if k != "params"] if result.rows else []
+    with open(files["csv"], "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=scalar_keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(result.rows)
+    files["markdown"].write_text(
+        f"Protocol: {protocol_text(result.protocol)}\n\n{markdown_table(result)}\n"
+    )
+    for n_bits in sorted({row["bits"] for row in result.rows}):
+        curves = {
+            key.split("@")[0]: (value["precision"], value["recall"])
+            for key, value in result.pr_curves.items()
+            if key.endswith(f"@{n_bits}")
+        }
+        path = out / f"pr_curve_{n_bits}bits.png"
+        plot_pr_curves(curves, path, title=f"PR curves, {result.config.dataset}, {n_bits} bits")
+        files[f"pr_{n_bits}"] = path
+    for metric in result.config.metrics:
+        if metric.startswith(("precision@r", "map@r")):
+            path = out / f"{metric.replace('@', '_at_')}_vs_bits.png"
+            plot_metric_vs_bits(result.rows, metric, path)
+            files[metric] = path
+    return files

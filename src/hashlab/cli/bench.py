@@ -1,0 +1,95 @@
+"""``hashlab bench``: run a protocol over methods x bit lengths; print and save the table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hashlab.cli.common import UserError, parse_int_list, print_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="run a retrieval protocol over methods and bit lengths",
+        description="Fit each method at each bit length on the protocol's training split, "
+        "encode queries and database, and report the protocols spec's metrics.",
+    )
+    parser.add_argument("--dataset", default="digits", help="cifar10, digits, folder, mirflickr")
+    parser.add_argument("--root", help="path of the data set (folder or archive)")
+    parser.add_argument("--protocol", default=None, help="dch, deephash or per-class (default: "
+                        "dch for cifar10, per-class otherwise)")
+    parser.add_argument("--queries", type=int, default=None, help="queries per class (per-class)")
+    parser.add_argument("--train", type=int, default=None, help="training items per class")
+    parser.add_argument("--methods", default="lsh,pcah,itq,sh,itq_cca,sdh")
+    parser.add_argument("--bits", default="16,32,48,64")
+    parser.add_argument("--metrics", default="map@all,map@r2,precision@r2,recall@r2")
+    parser.add_argument("--convention", default="retrieved", choices=("retrieved", "min_r_k"),
+                        help="map@k denominator: relevant items retrieved, or min(R, k)")
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--weights", default=None, help="backbone weights file")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="method parameter, e.g. dch.epochs=30 (repeatable)")
+    parser.add_argument("--out", default="bench-results", help="folder for JSON, CSV, plots")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(func=run)
+
+
+def parse_method_params(pairs: list[str]) -> dict[str, dict[str, object]]:
+    params: dict[str, dict[str, object]] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot or not method or not name:
+            raise UserError(f"--param must look like METHOD.KEY=VALUE, got {pair!r}")
+        try:
+            value: object = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params.setdefault(method, {})[name] = value
+    return params
+
+
+def run(args: argparse.Namespace) -> int:
+    import hashlab
+    from hashlab.bench.report import markdown_table, protocol_text, write_report
+    from hashlab.bench.runner import BenchConfig, run_benchmark
+    from hashlab.data.catalog import dataset_features, load_dataset
+    from hashlab.data.splits import make_split
+    from hashlab.metrics import parse_metric
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    known = hashlab.list_methods()
+    for method in methods:
+        if method not in known:
+            raise UserError(f"unknown method {method!r}; known methods: {', '.join(known)}")
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    for metric in metrics:
+        parse_metric(metric)  # raises ValueError naming the bad metric
+    bits = parse_int_list(args.bits, "--bits")
+    protocol = args.protocol or ("dch" if args.dataset == "cifar10" else "per-class")
+    progress = not args.json and sys.stderr.isatty()
+
+    dataset = load_dataset(args.dataset, args.root)
+    split = make_split(
+        dataset, protocol=protocol, seed=args.seed,
+        n_query_per_class=args.queries, n_train_per_class=args.train,
+    )
+    features, feature_source = dataset_features(dataset, args.backbone, args.weights, progress)
+    config = BenchConfig(
+        dataset=args.dataset, protocol=protocol, methods=methods, bits=bits, metrics=metrics,
+        backbone=feature_source, seed=args.seed, convention=args.convention,
+        method_params=parse_method_params(args.param),
+    )
+    result = run_benchmark(config, dataset, features, split, progress=progress)
+    files = write_report(result, Path(args.out))
+    if args.json:
+        print_json(result.to_json())
+    else:
+        print(f"Protocol: {protocol_text(result.protocol)}\n")
+        print(markdown_table(result))
+        print(f"\nwrote {', '.join(str(p) for p in files.values())}")
+    return 0
