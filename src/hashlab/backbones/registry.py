@@ -130,7 +130,9 @@ def _torchvision_weights(arch: str, weights: str | None) -> dict:
     candidates: list[Path] = []
     if weights:
         candidates.append(Path(weights))
-    hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+    hub = (
+        Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+    )
     if hub.is_dir():
         candidates.extend(sorted(hub.glob(f"{arch}-*.pth")))
     for candidate in candidates:

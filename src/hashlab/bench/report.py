@@ -38,7 +38,11 @@ def write_report(result: BenchResult, out_dir: str | Path) -> dict[str, Path]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"json": out / "result.json", "csv": out / "results.csv", "markdown": out / "results.md"}
+    files = {
+        "json": out / "result.json",
+        "csv": out / "results.csv",
+        "markdown": out / "results.md",
+    }
     files["json"].write_text(json.dumps(result.to_json(), indent=2))
     scalar_keys = [k for k in result.rows[0] if k != "params"] if result.rows else []
     with open(files["csv"], "w", newline="") as handle:

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from hashlab.metrics import evaluate, pr_curve
 from tqdm.auto import tqdm
 
 import hashlab
 from hashlab.data.dataset import Dataset
-from hashlab.metrics import evaluate, pr_curve
 
 DEFAULT_METRICS = ("map@all", "map@r2", "precision@r2", "recall@r2")
 
@@ -107,7 +107,12 @@ def run_benchmark(
         db_codes = model.encode(x_db)
         encode_seconds = time.perf_counter() - start
         scores = evaluate(
-            query_codes, db_codes, y_query, y_db, metrics=config.metrics, convention=config.convention
+            query_codes,
+            db_codes,
+            y_query,
+            y_db,
+            metrics=config.metrics,
+            convention=config.convention,
         )
         precision, recall = pr_curve(query_codes, db_codes, y_query, y_db)
         curves[f"{method}@{n_bits}"] = {

@@ -19,20 +19,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dataset", default="digits", help="cifar10, digits, folder, mirflickr")
     parser.add_argument("--root", help="path of the data set (folder or archive)")
-    parser.add_argument("--protocol", default=None, help="dch, deephash or per-class (default: "
-                        "dch for cifar10, per-class otherwise)")
+    parser.add_argument(
+        "--protocol",
+        default=None,
+        help="dch, deephash or per-class (default: dch for cifar10, per-class otherwise)",
+    )
     parser.add_argument("--queries", type=int, default=None, help="queries per class (per-class)")
     parser.add_argument("--train", type=int, default=None, help="training items per class")
     parser.add_argument("--methods", default="lsh,pcah,itq,sh,itq_cca,sdh")
     parser.add_argument("--bits", default="16,32,48,64")
     parser.add_argument("--metrics", default="map@all,map@r2,precision@r2,recall@r2")
-    parser.add_argument("--convention", default="retrieved", choices=("retrieved", "min_r_k"),
-                        help="map@k denominator: relevant items retrieved, or min(R, k)")
+    parser.add_argument(
+        "--convention",
+        default="retrieved",
+        choices=("retrieved", "min_r_k"),
+        help="map@k denominator: relevant items retrieved, or min(R, k)",
+    )
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--weights", default=None, help="backbone weights file")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                        help="method parameter, e.g. dch.epochs=30 (repeatable)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="method parameter, e.g. dch.epochs=30 (repeatable)",
+    )
     parser.add_argument("--out", default="bench-results", help="folder for JSON, CSV, plots")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(func=run)
@@ -75,13 +87,22 @@ def run(args: argparse.Namespace) -> int:
 
     dataset = load_dataset(args.dataset, args.root)
     split = make_split(
-        dataset, protocol=protocol, seed=args.seed,
-        n_query_per_class=args.queries, n_train_per_class=args.train,
+        dataset,
+        protocol=protocol,
+        seed=args.seed,
+        n_query_per_class=args.queries,
+        n_train_per_class=args.train,
     )
     features, feature_source = dataset_features(dataset, args.backbone, args.weights, progress)
     config = BenchConfig(
-        dataset=args.dataset, protocol=protocol, methods=methods, bits=bits, metrics=metrics,
-        backbone=feature_source, seed=args.seed, convention=args.convention,
+        dataset=args.dataset,
+        protocol=protocol,
+        methods=methods,
+        bits=bits,
+        metrics=metrics,
+        backbone=feature_source,
+        seed=args.seed,
+        convention=args.convention,
         method_params=parse_method_params(args.param),
     )
     result = run_benchmark(config, dataset, features, split, progress=progress)

@@ -36,15 +36,18 @@ def run(args: argparse.Namespace) -> int:
     from hashlab.index import HammingIndex
 
     dataset = load_digits_dataset()
-    split = make_split(dataset, protocol="per-class", seed=args.seed,
-                       n_query_per_class=20, n_train_per_class=100)
+    split = make_split(
+        dataset, protocol="per-class", seed=args.seed, n_query_per_class=20, n_train_per_class=100
+    )
     features = np.asarray(dataset.features, dtype=np.float64)
     methods = [m for m in args.methods.split(",") if m]
     config = BenchConfig(
         dataset="digits (scikit-learn, 1,797 8x8 images, 10 classes)",
         protocol="per-class: 20 queries/class, 100 train/class, database = all but queries",
-        methods=methods, bits=parse_int_list(args.bits, "--bits"),
-        backbone="none: the 64 raw pixel values", seed=args.seed,
+        methods=methods,
+        bits=parse_int_list(args.bits, "--bits"),
+        backbone="none: the 64 raw pixel values",
+        seed=args.seed,
     )
     result = run_benchmark(config, dataset, features, split, progress=sys.stderr.isatty())
     files = write_report(result, Path(args.out))

@@ -54,7 +54,10 @@ def dataset_features(
 
     if dataset.image_paths is not None:
         features = extract_features(
-            dataset.image_paths, backbone, dataset_key=dataset.name, weights=weights,
+            dataset.image_paths,
+            backbone,
+            dataset_key=dataset.name,
+            weights=weights,
             progress=progress,
         )
         return features, f"{backbone} (ImageNet, frozen, pooled last conv map)"

@@ -38,7 +38,9 @@ class Dataset:
             value = getattr(self, attr)
             if value is not None and len(value) != n:
                 raise DataError(f"{self.name}: {attr} has {len(value)} items, expected {n}")
-        if self.features is not None and np.issubdtype(np.asarray(self.features).dtype, np.floating):
+        if self.features is not None and np.issubdtype(
+            np.asarray(self.features).dtype, np.floating
+        ):
             bad = ~np.isfinite(self.features).all(axis=1)
             if bad.any():
                 raise DataError(

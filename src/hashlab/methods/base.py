@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from abc import ABC, abstractmethod
 import shutil
 import tempfile
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
