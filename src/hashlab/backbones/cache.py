@@ -1,6 +1,7 @@
 """Extract backbone features once and keep them on disk.
 
-A cache entry is a folder keyed by (data set key, backbone, input size) holding fixed-size
+A cache entry is a folder keyed by (data set key, backbone, input size, and a fingerprint of
+the image paths or, for in-memory pixels, of the array's bytes) holding fixed-size
 chunks ``chunk_00000.npy ...`` and a ``manifest.json``. Each chunk is written to a temporary
 name and renamed, so an interrupted extraction resumes at the first missing chunk and never
 reads a half-written one.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,84 @@ def feature_cache_path(dataset_key: str, backbone: str, input_size: int, paths: 
     return cache_dir() / "features" / name
 
 
+def array_fingerprint(images: np.ndarray) -> str:
+    """A short digest of an in-memory image array: its shape, dtype and every byte."""
+    array = np.ascontiguousarray(images)
+    digest = hashlib.sha1()
+    digest.update(f"{array.shape}|{array.dtype.str}".encode())
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()[:12]
+
+
+def array_feature_cache_path(
+    dataset_key: str, backbone: str, input_size: int, images: np.ndarray
+) -> Path:
+    """Cache folder for features of in-memory images (``arr`` marks an array fingerprint)."""
+    safe_key = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset_key)
+    name = f"{safe_key}-{backbone}-{input_size}px-arr{array_fingerprint(images)}"
+    return cache_dir() / "features" / name
+
+
+# input size is known only once the backbone is built; the cache key uses this hint so a
+# fully cached extraction never builds the network
+_SIZE_HINTS = {"efficientnet_lite2": 260, "small_cnn": 32}
+
+
+def _extract_chunked(
+    folder: Path,
+    n_items: int,
+    load_images: Callable[[int, int], list],
+    backbone: str,
+    dataset_key: str,
+    tag: str,
+    chunk_size: int,
+    batch_size: int,
+    weights: str | None,
+    progress: bool,
+    feature_map: bool,
+) -> np.ndarray:
+    """Fill the missing chunks of ``folder``; ``load_images(start, stop)`` gives PIL images."""
+    import torch
+
+    from hashlab.backbones.registry import create_backbone
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n_chunks = (n_items + chunk_size - 1) // chunk_size
+    chunk_files = [folder / f"chunk_{i:05d}.npy" for i in range(n_chunks)]
+    missing = [i for i, f in enumerate(chunk_files) if not f.is_file()]
+    if missing:
+        model = create_backbone(backbone, weights=weights)
+        forward = model.feature_map if feature_map else model.module
+        if forward is None:
+            raise ValueError(f"backbone {backbone!r} has no feature map")
+        bar = tqdm(
+            total=sum(min(chunk_size, n_items - i * chunk_size) for i in missing),
+            desc=f"features {backbone}",
+            unit="img",
+            disable=not progress,
+        )
+        with torch.inference_mode():
+            for index in missing:
+                chunk_start = index * chunk_size
+                chunk_stop = min(chunk_start + chunk_size, n_items)
+                outputs = []
+                for start in range(chunk_start, chunk_stop, batch_size):
+                    images = load_images(start, min(start + batch_size, chunk_stop))
+                    out = forward(model.preprocess(images))
+                    if feature_map:
+                        out = torch.nn.functional.adaptive_avg_pool2d(out, 7)
+                    outputs.append(out.float().numpy())
+                    bar.update(len(images))
+                tmp = chunk_files[index].with_suffix(".tmp.npy")
+                np.save(tmp, np.concatenate(outputs).astype(np.float32))
+                os.replace(tmp, chunk_files[index])
+        bar.close()
+        (folder / "manifest.json").write_text(
+            json.dumps({"dataset": dataset_key, "backbone": tag, "n": n_items}, indent=2)
+        )
+    return np.concatenate([np.load(f) for f in chunk_files])
+
+
 def extract_features(
     image_paths: Sequence[str | Path],
     backbone: str = "efficientnet_lite0",
@@ -56,52 +135,67 @@ def extract_features(
     ``feature_map=True`` caches the last convolutional map pooled to (N, C, 7, 7)-shaped
     region features instead (used by IDEA); it is a separate cache entry.
     """
-    import torch
     from PIL import Image
-
-    from hashlab.backbones.registry import create_backbone
 
     paths = [str(p) for p in image_paths]
     if not paths:
         raise ValueError("no images to extract features from")
     tag = backbone + ("-map" if feature_map else "")
-    # input size is known only once the backbone is built; build lazily only if needed
-    size_hint = {"efficientnet_lite2": 260, "small_cnn": 32}.get(backbone, 224)
+    size_hint = _SIZE_HINTS.get(backbone, 224)
     folder = feature_cache_path(dataset_key, tag, size_hint, paths)
-    folder.mkdir(parents=True, exist_ok=True)
-    n_chunks = (len(paths) + chunk_size - 1) // chunk_size
-    chunk_files = [folder / f"chunk_{i:05d}.npy" for i in range(n_chunks)]
-    missing = [i for i, f in enumerate(chunk_files) if not f.is_file()]
-    if missing:
-        model = create_backbone(backbone, weights=weights)
-        forward = model.feature_map if feature_map else model.module
-        if forward is None:
-            raise ValueError(f"backbone {backbone!r} has no feature map")
-        bar = tqdm(
-            total=sum(min(chunk_size, len(paths) - i * chunk_size) for i in missing),
-            desc=f"features {backbone}",
-            unit="img",
-            disable=not progress,
+
+    def load_images(start: int, stop: int) -> list:
+        images = []
+        for p in paths[start:stop]:
+            with Image.open(p) as img:
+                images.append(img.convert("RGB"))
+        return images
+
+    return _extract_chunked(
+        folder, len(paths), load_images, backbone, dataset_key, tag,
+        chunk_size, batch_size, weights, progress, feature_map,
+    )  # fmt: skip
+
+
+def extract_features_from_arrays(
+    images: np.ndarray,
+    backbone: str = "efficientnet_lite0",
+    dataset_key: str = "arrays",
+    chunk_size: int = 500,
+    batch_size: int = 50,
+    weights: str | None = None,
+    progress: bool = True,
+    feature_map: bool = False,
+) -> np.ndarray:
+    """Like ``extract_features`` for in-memory pixels: (N, H, W, 3) or (N, H, W) uint8.
+
+    Used for the CIFAR-10 pickles and scikit-learn's digits. The cache entry is keyed by a
+    hash of the array's bytes, so the same pixels reuse it and different pixels never do.
+    """
+    from PIL import Image
+
+    array = np.asarray(images)
+    if (
+        array.dtype != np.uint8
+        or array.ndim not in (3, 4)
+        or (array.ndim == 4 and array.shape[3] not in (1, 3))
+    ):
+        raise ValueError(
+            f"in-memory images must be uint8 (N, H, W) or (N, H, W, 3), got {array.dtype} "
+            f"{array.shape}"
         )
-        with torch.inference_mode():
-            for index in missing:
-                chunk_paths = paths[index * chunk_size : (index + 1) * chunk_size]
-                outputs = []
-                for start in range(0, len(chunk_paths), batch_size):
-                    images = []
-                    for p in chunk_paths[start : start + batch_size]:
-                        with Image.open(p) as img:
-                            images.append(img.convert("RGB"))
-                    out = forward(model.preprocess(images))
-                    if feature_map:
-                        out = torch.nn.functional.adaptive_avg_pool2d(out, 7)
-                    outputs.append(out.float().numpy())
-                    bar.update(len(images))
-                tmp = chunk_files[index].with_suffix(".tmp.npy")
-                np.save(tmp, np.concatenate(outputs).astype(np.float32))
-                os.replace(tmp, chunk_files[index])
-        bar.close()
-        (folder / "manifest.json").write_text(
-            json.dumps({"dataset": dataset_key, "backbone": tag, "n": len(paths)}, indent=2)
-        )
-    return np.concatenate([np.load(f) for f in chunk_files])
+    if len(array) == 0:
+        raise ValueError("no images to extract features from")
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    tag = backbone + ("-map" if feature_map else "")
+    size_hint = _SIZE_HINTS.get(backbone, 224)
+    folder = array_feature_cache_path(dataset_key, tag, size_hint, array)
+
+    def load_images(start: int, stop: int) -> list:
+        return [Image.fromarray(pixels).convert("RGB") for pixels in array[start:stop]]
+
+    return _extract_chunked(
+        folder, len(array), load_images, backbone, dataset_key, tag,
+        chunk_size, batch_size, weights, progress, feature_map,
+    )  # fmt: skip
