@@ -4,6 +4,11 @@ Folder layout (``../shared/data/cifar10_jpg.tar.gz`` once extracted, or the tarb
 ``train/<class>/*.jpg`` (5,000 per class) and ``test/<class>/*.jpg`` (1,000 per class).
 Items are ordered train then test, classes alphabetically, files by name, so the order (and
 so every seeded split and feature cache) is reproducible.
+
+Pickle layout (the official ``cifar-10-python.tar.gz``): ``cifar-10-batches-py/data_batch_1``
+... ``data_batch_5`` and ``test_batch``, each a pickled dict with ``b"data"`` (10,000 x 3,072
+uint8, channel-major) and ``b"labels"``. ``download=True`` fetches it with torchvision; nothing
+is downloaded unless asked.
 """
 
 from __future__ import annotations
@@ -50,11 +55,35 @@ def _find_root(root: Path) -> Path:
     raise DataError(f"{root} holds no CIFAR-10 train/<class>/ folders")
 
 
-def load_cifar10(root: str | Path) -> Dataset:
-    """All 60,000 CIFAR-10 images from a JPEG folder tree, a tarball or the pickles."""
+def _download(root: Path) -> None:
+    """Fetch the official pickles into ``root/cifar-10-batches-py`` (torchvision checks MD5)."""
+    try:
+        from torchvision.datasets import CIFAR10
+    except ModuleNotFoundError:
+        raise DataError("downloading CIFAR-10 needs torchvision, which is not installed") from None
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        CIFAR10(str(root), train=True, download=True)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError
+        raise DataError(f"could not download CIFAR-10 into {root}: {error}") from None
+
+
+def load_cifar10(root: str | Path, download: bool = False) -> Dataset:
+    """All 60,000 CIFAR-10 images from a JPEG folder tree, a tarball or the pickles.
+
+    With ``download=True`` and no CIFAR-10 at ``root``, the official pickles are downloaded
+    there first (through torchvision); by default nothing is downloaded.
+    """
     root = Path(root).expanduser()
+    has_pickles = (root / "cifar-10-batches-py" / "data_batch_1").is_file() or (
+        root / "data_batch_1"
+    ).is_file()
+    if download and not has_pickles and not (root.is_file() or (root / "train").is_dir()):
+        _download(root)
     if not root.exists():
-        raise DataError(f"CIFAR-10 path {root} does not exist")
+        raise DataError(
+            f"CIFAR-10 path {root} does not exist (pass download=True to fetch the official copy)"
+        )
     if root.is_file() and root.name.endswith((".tar.gz", ".tgz", ".tar")):
         root = _extract_tarball(root)
     pickles = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root

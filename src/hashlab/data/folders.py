@@ -82,20 +82,29 @@ def _as_number(text: str) -> int | float | None:
 
 
 def _typed_columns(rows: list[dict[str, str]], columns: list[str]) -> list[dict[str, Any]]:
-    """Metadata dicts; a column becomes numbers only if every non-empty cell parses as one."""
-    numeric = {}
+    """Metadata dicts; a column becomes numbers only if every non-empty cell parses as one.
+
+    A column is int if every cell is an integer, else float throughout (a latitude of "40"
+    next to "48.85" is 40.0, so the column has one type); empty cells are None.
+    """
+    kinds: dict[str, type | None] = {}
     for column in columns:
         cells = [row[column].strip() for row in rows if row[column].strip()]
-        numeric[column] = bool(cells) and all(_as_number(c) is not None for c in cells)
+        parsed = [_as_number(c) for c in cells]
+        if not cells or any(v is None for v in parsed):
+            kinds[column] = None
+        else:
+            kinds[column] = int if all(isinstance(v, int) for v in parsed) else float
     metadata = []
     for row in rows:
         item: dict[str, Any] = {}
         for column in columns:
             cell = row[column].strip()
+            kind = kinds[column]
             if not cell:
                 item[column] = None
             else:
-                item[column] = _as_number(cell) if numeric[column] else cell
+                item[column] = cell if kind is None else kind(_as_number(cell))
         metadata.append(item)
     return metadata
 

@@ -58,11 +58,14 @@ def load_mat_array(path: str | Path, key: str) -> np.ndarray:
             raise DataError(
                 f"{path} is a MATLAB v7.3 (HDF5) file; install h5py to read it"
             ) from None
-        with h5py.File(path, "r") as mat:
-            if key not in mat:
-                raise DataError(f"{path} has no variable {key!r} (it has {', '.join(mat)})")
-            # HDF5 stores MATLAB's column-major arrays transposed
-            return np.asarray(mat[key][()]).T
+        try:
+            with h5py.File(path, "r") as mat:
+                if key not in mat:
+                    raise DataError(f"{path} has no variable {key!r} (it has {', '.join(mat)})")
+                # HDF5 stores MATLAB's column-major arrays transposed
+                return np.asarray(mat[key][()]).T
+        except OSError as error:
+            raise DataError(f"{path} is not a readable MATLAB v7.3 file: {error}") from None
     try:
         mat = scipy.io.loadmat(path, variable_names=[key])
     except (ValueError, TypeError, OSError, NotImplementedError) as error:
