@@ -33,6 +33,7 @@ from hashlab.data import (
     load_image_folder,
     load_mirflickr,
     load_mirflickr_images,
+    load_mirflickr_official,
     make_split,
     open_image,
 )
@@ -148,7 +149,8 @@ def test_leaking_split_raises(parts, message):
 
 def test_deephash_train_in_database_raises():
     with pytest.raises(DataError, match="train and database"):
-        Split([0], [1], [1, 2], protocol="deephash", info={"train_in_database": False})
+        Split([0], [1], [1, 2], protocol="deephash")
+    Split([0], [1], [1, 2], protocol="dch")  # DCH's database contains the training items
 
 
 def test_multilabel_split_samples_by_count(mirflickr):
@@ -237,6 +239,49 @@ def test_mirflickr_730_images_align_with_lall_and_yall(mirflickr):
     first = next(dataset_images(small, [0]))
     assert first.mode == "RGB" and min(first.size) == 256
     assert Path(small.image_paths[0]).name == "im1.jpg"
+
+
+def test_mirflickr_official_layout_reproduces_lall_and_yall(tmp_path):
+    """Rebuild the LIACS zips' layout for ids 1-1000 from the real files and load it back."""
+    stored = np.load(MIRFLICKR / "mirflickr1k_tags_labels.npz")
+    ids_1000 = stored["image_id_all1000"].tolist()
+    tag_words = dict(zip(stored["image_id"].tolist(), stored["tag_words"].tolist(), strict=True))
+    images, tags = tmp_path / "mirflickr", tmp_path / "mirflickr" / "meta" / "tags"
+    tags.mkdir(parents=True)
+    for image_id in ids_1000:
+        (images / f"im{image_id}.jpg").symlink_to(MIRFLICKR / "thumbs" / f"im{image_id}.jpg")
+        # the 270 images outside the 20,015 set get no tags here, so cleaning drops them
+        words = tag_words.get(image_id, "")
+        (tags / f"tags{image_id}.txt").write_text("\n".join(words.split(",")) + "\n")
+    annotations = tmp_path / "mirflickr25k_annotations_v080"
+    annotations.mkdir()
+    for column, label in enumerate(stored["label_names"].tolist()):
+        members = [
+            i for i, row in zip(ids_1000, stored["labels_all1000"], strict=True) if row[column]
+        ]
+        (annotations / f"{label}.txt").write_text("".join(f"{i}\n" for i in members))
+
+    dataset = load_mirflickr_official(tmp_path, min_tag_count=1)
+    assert [m["image_id"] for m in dataset.metadata] == stored["image_id"].tolist()  # the 730
+    assert np.array_equal(dataset.labels, stored["labels_lall"])
+    column_of = {w: j for j, w in enumerate(dataset.tag_vocab)}
+    projected = np.zeros_like(stored["tags_yall"])
+    for k, word in enumerate(stored["tag_vocab_yall"].tolist()):
+        if word in column_of:
+            projected[:, k] = dataset.tags[:, column_of[word]]
+    assert np.array_equal(projected, stored["tags_yall"])
+    assert dataset.info["n_before_cleaning"] == 1_000
+
+    frequent = load_mirflickr_official(tmp_path, min_tag_count=20)
+    counts = {}
+    for words in tag_words.values():
+        for word in set(words.split(",")) - {""}:
+            counts[word] = counts.get(word, 0) + 1
+    assert set(frequent.tag_vocab) == {w for w, c in counts.items() if c >= 20}
+    assert counts[frequent.tag_vocab[0]] == max(counts.values())  # most frequent first
+    with pytest.raises(DataError, match="no annotation files") as error:
+        load_mirflickr_official(tmp_path / "mirflickr")
+    assert_one_sentence(error)
 
 
 def test_mirflickr_missing_files_raise(tmp_path):

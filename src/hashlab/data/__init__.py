@@ -9,7 +9,7 @@ from hashlab.data.dataset import DataError, Dataset, as_multihot
 from hashlab.data.digits import load_digits_dataset
 from hashlab.data.folders import load_image_csv, load_image_folder
 from hashlab.data.images import ImageError, dataset_images, open_image
-from hashlab.data.mirflickr import load_mirflickr, load_mirflickr_images
+from hashlab.data.mirflickr import load_mirflickr, load_mirflickr_images, load_mirflickr_official
 from hashlab.data.splits import PROTOCOLS, Split, make_split
 
 
@@ -35,6 +35,7 @@ __all__ = [
     "load_image_folder",
     "load_mirflickr",
     "load_mirflickr_images",
+    "load_mirflickr_official",
     "load_wikipedia",
     "make_split",
     "open_image",

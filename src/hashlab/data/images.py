@@ -55,7 +55,10 @@ def open_image(
             raise ImageError(f"image {what} is not a file")
         if path.stat().st_size == 0:
             raise ImageError(f"image {what} is empty (0 bytes)")
-        stream: BinaryIO = open(path, "rb")  # closed in the finally below
+        try:
+            stream: BinaryIO = open(path, "rb")  # closed in the finally below
+        except OSError as error:
+            raise ImageError(f"image {what} cannot be read: {error.strerror}") from None
     elif isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError("the uploaded image is empty (0 bytes)")
@@ -83,11 +86,14 @@ def open_image(
             raise ImageError(f"image {what} has zero width or height")
         try:
             image.load()
-            image = ImageOps.exif_transpose(image)
         except Image.DecompressionBombError as error:
             raise ImageError(f"image {what} is a decompression bomb: {_clean(error)}") from None
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise ImageError(f"image {what} is truncated or corrupt: {_clean(error)}") from None
+        try:
+            image = ImageOps.exif_transpose(image)
+        except Exception:  # a malformed EXIF block only costs the rotation, not the image
+            pass
         return _to_rgb(image)
     finally:
         if isinstance(source, (str, Path, bytes, bytearray, memoryview)):

@@ -12,6 +12,12 @@ distributes, e.g. DCMH, Jiang & Li, CVPR 2017):
   (``mirflickr1k_tags_labels.npz`` + ``thumbs/im{id}.jpg``), enough for a real tag-supervised
   run at small scale but not for the usual 16,000 / 2,000 split: say so beside any number.
 
+``load_mirflickr_official(root)`` reads the LIACS distribution itself (``mirflickr25k.zip``:
+``mirflickr/im{id}.jpg`` and ``mirflickr/meta/tags/tags{id}.txt``; the annotations zip:
+``animals.txt`` ... one image id per line) and applies the cleaning that produced the
+20,015-item set: keep tags used by at least 20 images (columns ordered by frequency, as in
+YAll), then drop items with no label or no kept tag.
+
 The .mat files are MATLAB v5 and read with ``scipy.io.loadmat``; v7.3 (HDF5) copies are read
 with h5py when it is installed.
 """
@@ -212,4 +218,92 @@ def load_mirflickr_images(root: str | Path) -> Dataset:
         metadata=metadata,
         class_names=names or list(LABEL_NAMES),
         info={"source": str(npz), "images": str(folder), "caveat": SMALL_SET_CAVEAT},
+    )
+
+
+ANNOTATION_FOLDERS = ("mirflickr25k_annotations_v080", "annotations", ".", "mirflickr")
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError:
+        return [line.strip() for line in path.read_text(encoding="latin-1").splitlines()]
+
+
+def load_mirflickr_official(
+    root: str | Path, min_tag_count: int = 20, clean: bool = True
+) -> Dataset:
+    """MIRFlickr-25K from the official zips: images, 24 labels and tags, cleaned as usual.
+
+    ``min_tag_count`` keeps tags used by at least that many images (20 gives the field's
+    1,386-word vocabulary on the full 25,000); ``clean=True`` then drops items without a label
+    or without a kept tag (20,015 on the full set).
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"MIRFlickr folder {root} does not exist or is not a folder")
+    image_dir = root / "mirflickr" if (root / "mirflickr").is_dir() else root
+    image_ids = sorted(int(p.stem[2:]) for p in image_dir.glob("im*.jpg") if p.stem[2:].isdigit())
+    if not image_ids:
+        raise DataError(f"{image_dir} holds no MIRFlickr images (im1.jpg, im2.jpg, ...)")
+    tag_dir = image_dir / "meta" / "tags"
+    if not tag_dir.is_dir():
+        raise DataError(f"{image_dir} has no meta/tags/ folder (from mirflickr25k.zip)")
+    annotation_dir = next(
+        (root / f for f in ANNOTATION_FOLDERS if (root / f / f"{LABEL_NAMES[0]}.txt").is_file()),
+        None,
+    )
+    if annotation_dir is None:
+        raise DataError(
+            f"{root} has no annotation files (animals.txt ... from the annotations zip)"
+        )
+
+    position = {image_id: i for i, image_id in enumerate(image_ids)}
+    labels = np.zeros((len(image_ids), len(LABEL_NAMES)), dtype=np.uint8)
+    for column, label in enumerate(LABEL_NAMES):
+        path = annotation_dir / f"{label}.txt"
+        if not path.is_file():
+            raise DataError(f"{annotation_dir} is missing the annotation file {label}.txt")
+        for line in _read_lines(path):
+            if line.isdigit() and int(line) in position:
+                labels[position[int(line)], column] = 1
+
+    tag_lists = []
+    for image_id in image_ids:
+        tag_file = tag_dir / f"tags{image_id}.txt"
+        words = _read_lines(tag_file) if tag_file.is_file() else []
+        tag_lists.append(sorted({w.lower() for w in words if w}))
+    counts: dict[str, int] = {}
+    for words in tag_lists:
+        for word in words:
+            counts[word] = counts.get(word, 0) + 1
+    # most frequent first, as YAll's columns are; ties alphabetically so the order is fixed
+    vocab = sorted(
+        (w for w, c in counts.items() if c >= min_tag_count), key=lambda w: (-counts[w], w)
+    )
+    column_of = {word: j for j, word in enumerate(vocab)}
+    tags = np.zeros((len(image_ids), len(vocab)), dtype=np.uint8)
+    for i, words in enumerate(tag_lists):
+        tags[i, [column_of[w] for w in words if w in column_of]] = 1
+
+    keep = np.arange(len(image_ids))
+    if clean:
+        keep = np.flatnonzero((labels.sum(axis=1) > 0) & (tags.sum(axis=1) > 0))
+        if len(keep) == 0:
+            raise DataError(f"no MIRFlickr item under {root} has both a label and a kept tag")
+    return Dataset(
+        name="mirflickr25k-official",
+        image_paths=[str(image_dir / f"im{image_ids[i]}.jpg") for i in keep],
+        labels=labels[keep],
+        tags=tags[keep],
+        tag_vocab=vocab,
+        metadata=[{"image_id": image_ids[i], "tag_words": tag_lists[i]} for i in keep],
+        class_names=list(LABEL_NAMES),
+        info={
+            "source": str(root),
+            "min_tag_count": min_tag_count,
+            "cleaned": clean,
+            "n_before_cleaning": len(image_ids),
+        },
     )

@@ -82,7 +82,7 @@ class Split:
         must_not_overlap = [("query", "train"), ("query", "database")]
         if self.validation is not None:
             must_not_overlap += [("validation", "query"), ("validation", "train")]
-        if not self.info.get("train_in_database", True):
+        if not self.train_in_database:
             must_not_overlap.append(("train", "database"))
         for a, b in must_not_overlap:
             shared = np.intersect1d(parts[a], parts[b])
@@ -91,6 +91,12 @@ class Split:
                     f"split {self.protocol!r}: {len(shared)} items are in both {a} and {b} "
                     f"(e.g. item {int(shared[0])})"
                 )
+
+    @property
+    def train_in_database(self) -> bool:
+        """Whether training items are also database items (``dch``: yes; ``deephash``: no)."""
+        default = PAPER_PROTOCOLS.get(self.protocol, (0, 0, True))[2]
+        return bool(self.info.get("train_in_database", default))
 
     @property
     def train_all(self) -> np.ndarray:
@@ -121,7 +127,7 @@ class Split:
         train = f"{s['train']:,} train"
         if s["validation"]:
             train += f" + {s['validation']:,} validation (carved from the training items)"
-        where = "in" if self.info.get("train_in_database", True) else "not in"
+        where = "in" if self.train_in_database else "not in"
         sampling = self.info.get("sampling", "")
         return (
             f"{self.protocol} (seed {self.seed}{', ' + sampling if sampling else ''}): "
