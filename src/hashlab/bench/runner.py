@@ -61,11 +61,11 @@ def describe_protocol(config: BenchConfig, dataset: Dataset, split: Any) -> dict
         "n_items": len(dataset),
         "split": config.protocol,
         "n_query": int(len(split.query)),
-        "n_train": int(len(split.train)),
+        "n_train": int(len(split.train_all)),
         "n_database": int(len(split.database)),
-        "n_validation": int(len(getattr(split, "validation", None) or []))
-        if getattr(split, "validation", None) is not None
-        else 0,
+        "n_validation": int(split.sizes()["validation"]),
+        "training_set": "train + validation (shallow methods do no model selection; deep "
+        "methods carve their own validation split from it, never from the queries)",
         "backbone": config.backbone,
         "backbone_mode": config.backbone_mode,
         "seed": config.seed,
@@ -88,7 +88,7 @@ def run_benchmark(
 ) -> BenchResult:
     """Fit, encode and evaluate every (method, bits) pair of ``config`` on ``split``."""
     labels = np.asarray(dataset.labels)
-    x_train, y_train = features[split.train], labels[split.train]
+    x_train, y_train = features[split.train_all], labels[split.train_all]
     x_query, y_query = features[split.query], labels[split.query]
     x_db, y_db = features[split.database], labels[split.database]
     rows: list[dict[str, Any]] = []
