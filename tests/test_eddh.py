@@ -10,7 +10,14 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from hashlab.losses.eddh import a_step, b_step, eddh_objective, eddh_theta_loss, v_step
+from hashlab.losses.eddh import (
+    a_step,
+    b_step,
+    eddh_objective,
+    eddh_theta_loss,
+    symmetric_theta_loss,
+    v_step,
+)
 from hashlab.similarity import (
     SemanticVisualSimilarity,
     SplitNormal,
@@ -219,19 +226,30 @@ def test_v_step_minimises_over_free_v() -> None:
         assert eddh_objective(u, v + rng.normal(size=v.shape) * 1e-2, b, rows, **w) > best
 
 
-def test_theta_loss_batches_sum_to_the_theta_terms_of_the_objective() -> None:
+def test_theta_losses_batches_sum_to_the_theta_terms_of_the_objective() -> None:
     rng, y, s, u, b, a, w = _problem(seed=4, n=24)
     v = y @ a
-    total = 0.0
+    t = {name: torch.tensor(m) for name, m in dict(u=u, v=v, s=s, b=b).items()}
+    gram, sv, s_sq = t["v"].T @ t["v"], t["s"] @ t["v"], (t["s"] ** 2).sum(1)
+    total, total_symmetric = 0.0, 0.0
     for batch in np.array_split(rng.permutation(24), 3):
         loss = eddh_theta_loss(
-            torch.tensor(u[batch]),
-            torch.tensor(v),
-            torch.tensor(s[batch]),
-            torch.tensor(b[batch]),
-            w["n_bits"],
-            w["lam"],
+            t["u"][batch], gram, sv[batch], s_sq[batch], t["b"][batch], w["n_bits"], w["lam"], 24
         )
         total += float(loss) * len(batch)
-    direct = eddh_objective(u, v, b, s.__getitem__, **{**w, "gamma": 0.0, "rho": 0.0})
-    assert total == pytest.approx(direct, rel=1e-10)
+        sym = symmetric_theta_loss(
+            t["u"][batch], t["u"], t["s"][batch], t["b"][batch], w["n_bits"], w["lam"]
+        )
+        total_symmetric += float(sym) * len(batch)
+    theta_terms = {**w, "gamma": 0.0, "rho": 0.0}
+    assert total == pytest.approx(eddh_objective(u, v, b, s.__getitem__, **theta_terms), rel=1e-10)
+    symmetric = eddh_objective(u, u, b, s.__getitem__, **theta_terms)
+    assert total_symmetric == pytest.approx(symmetric, rel=1e-10)
+    # the expanded form has the gradient of the direct residual
+    u_direct = t["u"][:5].clone().requires_grad_(True)
+    ((u_direct @ t["v"].T - w["n_bits"] * t["s"][:5]) ** 2).sum().backward()
+    u_expanded = t["u"][:5].clone().requires_grad_(True)
+    (
+        eddh_theta_loss(u_expanded, gram, sv[:5], s_sq[:5], None, w["n_bits"], 0.0, 24) * 5 * 24
+    ).backward()
+    torch.testing.assert_close(u_expanded.grad, u_direct.grad)

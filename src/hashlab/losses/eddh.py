@@ -33,7 +33,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-__all__ = ["a_step", "b_step", "eddh_objective", "eddh_theta_loss", "v_step"]
+__all__ = [
+    "a_step",
+    "b_step",
+    "eddh_objective",
+    "eddh_theta_loss",
+    "symmetric_theta_loss",
+    "v_step",
+]
 
 SimilarityRows = Callable[[np.ndarray], np.ndarray]
 
@@ -107,20 +114,44 @@ def v_step(
 
 def eddh_theta_loss(
     u_batch: torch.Tensor,
-    v: torch.Tensor,
+    v_gram: torch.Tensor,
+    sv_batch: torch.Tensor,
+    s_sq_batch: torch.Tensor,
+    b_batch: torch.Tensor | None,
+    n_bits: int,
+    lam: float,
+    n_items: int,
+) -> torch.Tensor:
+    """theta-step loss: the mini-batch's share of J, divided by the batch size.
+
+    Only the first two terms of J depend on theta. With V fixed during the theta-step, row i
+    of the pair term expands to u_i^T (V^T V) u_i - 2k u_i^T (S^ V)_i + k^2 sum_j s^_ij^2, so
+    a batch needs only V^T V (k x k), its rows of S^ V (computed once per outer iteration,
+    by blocks) and the constant sum_j s^_ij^2: the same value and gradient as the direct
+    n-column residual at O(k^2) per item instead of O(n k). ``b_batch`` None drops the
+    quantisation term (the tanh-relaxation-only ablation).
+    """
+    pair = (
+        torch.einsum("bk,kl,bl->", u_batch, v_gram, u_batch)
+        - 2 * n_bits * (u_batch * sv_batch).sum()
+        + n_bits**2 * s_sq_batch.sum()
+    ) / n_items
+    if b_batch is not None and lam > 0:
+        pair = pair + lam * ((u_batch - b_batch) ** 2).sum()
+    return pair / u_batch.shape[0]
+
+
+def symmetric_theta_loss(
+    u_batch: torch.Tensor,
+    u_all: torch.Tensor,
     s_rows: torch.Tensor,
     b_batch: torch.Tensor | None,
     n_bits: int,
     lam: float,
 ) -> torch.Tensor:
-    """theta-step loss: the mini-batch's share of J, divided by the batch size.
-
-    Only the first two terms of J depend on theta. ``v`` is the fixed V = Y A (or, in the
-    symmetric ablation, the network's own outputs on all items); ``b_batch`` None drops the
-    quantisation term (the tanh-relaxation-only ablation).
-    """
-    n_items = v.shape[0]
-    pair = ((u_batch @ v.T - n_bits * s_rows) ** 2).sum() / n_items
+    """The symmetric ablation's batch loss: V replaced by the network's own outputs U
+    (||U U^T - k S^||^2 / n + lambda ||U - B||^2), gradients through both factors."""
+    pair = ((u_batch @ u_all.T - n_bits * s_rows) ** 2).sum() / u_all.shape[0]
     if b_batch is not None and lam > 0:
         pair = pair + lam * ((u_batch - b_batch) ** 2).sum()
     return pair / u_batch.shape[0]
