@@ -359,25 +359,39 @@ static void mih_unpack(hl_mih *t, const uint8_t *codes, int nb, int nbits, int m
     t->dead = dead;
 }
 
-/* Probe every key at exactly `rho` bits from the query key of table j; call back per row.
- * `skip_below` decides duplicates: a row is reported by the first table (in probe order)
- * whose key distance is smallest, so each row is verified at most once overall. */
+/* Probe every key at exactly `rho` bits from the query key of table j; run BODY per row.
+ * Probes are random accesses (directory, then bucket), so they go in batches: prefetch
+ * every directory entry of the batch, then every bucket start, then verify; the memory
+ * system then serves many misses at once instead of one after another. */
+#define HL_PROBE_BATCH 64
 #define MIH_FOR_EACH_ROW(T, J, QKEY, RHO, BODY)                                           \
     do {                                                                                  \
         const uint32_t *dir_ = (T)->dirs[J];                                              \
         const uint32_t *perm_ = (T)->perms[J];                                            \
         uint64_t limit_ = 1ull << (T)->keybits;                                           \
         uint64_t mask_ = (RHO) == 0 ? 0 : ((1ull << (RHO)) - 1);                          \
+        uint32_t keys_[HL_PROBE_BATCH];                                                   \
         while (mask_ < limit_) {                                                          \
-            uint32_t key_ = (QKEY) ^ (uint32_t)mask_;                                     \
-            uint32_t b0_ = dir_[key_], b1_ = dir_[key_ + 1];                              \
-            probes_++;                                                                    \
-            for (uint32_t pos_ = b0_; pos_ < b1_; pos_++) {                               \
-                int64_t row = perm_ ? (int64_t)perm_[pos_] : (int64_t)pos_;               \
-                BODY                                                                      \
+            int nk_ = 0;                                                                  \
+            while (nk_ < HL_PROBE_BATCH && mask_ < limit_) {                              \
+                uint32_t key_ = (QKEY) ^ (uint32_t)mask_;                                 \
+                keys_[nk_++] = key_;                                                      \
+                __builtin_prefetch(dir_ + key_);                                          \
+                mask_ = (RHO) == 0 ? limit_ : next_combination(mask_);                    \
             }                                                                             \
-            if ((RHO) == 0) break;                                                        \
-            mask_ = next_combination(mask_);                                              \
+            for (int i_ = 0; i_ < nk_; i_++) {                                            \
+                uint32_t b0_ = dir_[keys_[i_]];                                           \
+                if (perm_) __builtin_prefetch(perm_ + b0_);                               \
+                else __builtin_prefetch((T)->codes + (int64_t)b0_ * (T)->nb);             \
+            }                                                                             \
+            probes_ += nk_;                                                               \
+            for (int i_ = 0; i_ < nk_; i_++) {                                            \
+                uint32_t b0_ = dir_[keys_[i_]], b1_ = dir_[keys_[i_] + 1];                \
+                for (uint32_t pos_ = b0_; pos_ < b1_; pos_++) {                           \
+                    int64_t row = perm_ ? (int64_t)perm_[pos_] : (int64_t)pos_;           \
+                    BODY                                                                  \
+                }                                                                         \
+            }                                                                             \
         }                                                                                 \
     } while (0)
 
