@@ -472,3 +472,17 @@ def test_plots_write_png_files(tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="map@all"):
         plot_metric_vs_bits(rows, "map@all", tmp_path / "none.png")
+
+
+def test_evaluate_distances_rejects_out_of_range_distances():
+    distances = np.array([[0, 5]])
+    with pytest.raises(ValueError, match="0..4"):
+        evaluate_distances(distances, np.array([[True, False]]), 4, ["map@all"])
+    per_query = evaluate_distances(
+        np.array([[0, 3], [3, 0]]),
+        np.array([[False, True], [False, True]]),
+        4,
+        ["map@all"],
+        per_query=True,
+    )  # query 0: N R -> 1/2; query 1: R N -> 1
+    np.testing.assert_allclose(per_query["map@all"], [0.5, 1.0])

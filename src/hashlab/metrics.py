@@ -30,7 +30,8 @@ Conventions (all of them documented because they change the numbers):
   Every metric is the plain mean over all queries, those included.
 * ``tie_aware=True`` replaces every order-dependent metric by its expectation over all
   orders of tied items (He, Cakir, Bargal and Sclaroff, "Hashing as Tie-Aware Learning to
-  Rank", CVPR 2018, Sec. 3.2, tie-aware AP). Closed form per distance bucket d holding n
+  Rank", CVPR 2018, tie-aware AP; the tied-score averaging of McSherry and Najork, ECIR
+  2008). Closed form per distance bucket d holding n
   items, r of them relevant, after n_b items of which R_b relevant: position i of the bucket
   contributes E[rel * hits / t] = (r/n) (R_b + 1)/(n_b + i) + (i - 1) r (r - 1) / (n (n - 1))
   / (n_b + i). Summing over i gives harmonic-number differences (``_bucket_ap_sums``).
@@ -42,10 +43,11 @@ Conventions (all of them documented because they change the numbers):
   unaffected by ties.
 
 Speed: Hamming distances take only K + 1 values, so radius metrics, PR curves and all
-tie-aware metrics come from per-query histograms of (distance, relevant) counts (one
-``bincount``); only the database-order ranking needs a sort, and a stable ``argsort`` of
-``uint8`` distances is a radix sort in numpy. Queries are processed in chunks so memory stays
-bounded (about 40 bytes per (query, database item) pair of a chunk).
+tie-aware metrics come from per-query histograms of (distance, relevant) counts (a
+``bincount`` of 2 d + rel); only the database-order ranking needs a sort, and a stable
+``argsort`` of ``uint8`` distances is a radix sort in numpy. After the sort only the ranks of
+relevant items are kept, and AP numerators are segment sums over them. Queries are processed
+in chunks of about 4M (query, item) pairs, so memory stays bounded (a few hundred MB).
 """
 
 from __future__ import annotations
@@ -286,6 +288,45 @@ def _tie_aware_retrieved_ap(
     return float(np.sum(pmf * values))
 
 
+class _DatabaseOrderRanking:
+    """The Hamming ranking of a chunk of queries with ties broken by database order, kept as
+    the positions of the relevant items only (about R/N of the pairs).
+
+    ``top(p)`` returns, per query, the relevant items among the first p and
+    sum_{t<=p} P(t) rel(t), the numerator of AP.
+    """
+
+    def __init__(self, distances: np.ndarray, relevant: np.ndarray, n_bits: int) -> None:
+        n_chunk, self.n_db = distances.shape
+        # Stable sort = ties broken by database order; on uint8 keys numpy uses a radix sort.
+        order = np.argsort(
+            distances.astype(np.uint8 if n_bits < 256 else np.uint16), axis=1, kind="stable"
+        )
+        row_offsets = np.arange(n_chunk, dtype=np.intp)[:, None] * self.n_db
+        order += row_offsets  # flat indices: np.take on the flat array beats take_along_axis
+        relevant_sorted = np.take(relevant.ravel(), order)
+        del order
+        # Flat positions (row * N + rank - 1) of relevant items, sorted by row then rank.
+        self.positions = np.flatnonzero(relevant_sorted)
+        self.row_starts = np.searchsorted(self.positions, row_offsets[:, 0])
+        rows = self.positions // self.n_db
+        ranks = self.positions - rows * self.n_db + 1
+        hits = np.arange(1, len(self.positions) + 1) - self.row_starts[rows]
+        # P(t) at each relevant item, plus a trailing 0 so reduceat indices may equal the length
+        self.precisions = np.append(hits / ranks, 0.0)
+        self.row_offsets = row_offsets[:, 0]
+
+    def top(self, n_items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        starts = self.row_starts
+        stops = np.searchsorted(self.positions, self.row_offsets + n_items)
+        bounds = np.empty(2 * len(starts), dtype=np.intp)
+        bounds[0::2], bounds[1::2] = starts, stops
+        # Segment sums (exact per query, unlike differences of one long cumsum).
+        sums = np.add.reduceat(self.precisions, bounds)[0::2]
+        sums[stops == starts] = 0.0
+        return stops - starts, sums
+
+
 def _chunk_scores(
     distances: np.ndarray,
     relevant: np.ndarray,
@@ -298,10 +339,13 @@ def _chunk_scores(
     """Per-query scores of one chunk of queries: {metric name: (c,) float64}."""
     n_chunk, n_db = distances.shape
     n_dist = n_bits + 1
-    # Histogram of (distance, relevant) per query in one bincount: key = (q, d, rel).
-    keys = np.arange(n_chunk, dtype=np.int64)[:, None] * n_dist + distances
-    keys = keys * 2 + relevant
-    counts = np.bincount(keys.ravel(), minlength=n_chunk * n_dist * 2).reshape(n_chunk, n_dist, 2)
+    # Histogram of (distance, relevant) per query: key = 2 d + rel, one bincount per row
+    # (small int keys, cache-resident; faster than one bincount over (q, d, rel) int64 keys).
+    keys = distances.astype(np.int16 if n_dist < 2**14 else np.int64) * 2
+    keys += relevant
+    counts = np.stack([np.bincount(row, minlength=2 * n_dist) for row in keys])
+    counts = counts.reshape(n_chunk, n_dist, 2)
+    del keys
     hist_rel = counts[:, :, 1]
     hist_all = counts[:, :, 0] + hist_rel
     cum_all = np.cumsum(hist_all, axis=1)  # items within radius d
@@ -311,16 +355,7 @@ def _chunk_scores(
 
     needs_order = not tie_aware and any(s.cutoff != "radius" or s.measure == "map" for s in specs)
     if needs_order:
-        # Stable sort = ties broken by database order; on uint8 keys numpy uses a radix sort.
-        small = distances.astype(np.uint8 if n_bits < 256 else np.uint16)
-        order = np.argsort(small, axis=1, kind="stable")
-        rel_sorted = np.take_along_axis(relevant, order, axis=1)
-        del order, small
-        hits = np.cumsum(rel_sorted, axis=1, dtype=np.int32)  # relevant within top t
-        precision_at = hits / np.arange(1, n_db + 1, dtype=np.float64)
-        precision_at[~rel_sorted] = 0.0
-        ap_sums = np.cumsum(precision_at, axis=1)  # sum_{t'<=t} P(t') rel(t')
-        del precision_at, rel_sorted
+        ranking = _DatabaseOrderRanking(distances, relevant, n_bits)
     if tie_aware:
         before_all = cum_all - hist_all
         before_rel = cum_rel - hist_rel
@@ -341,20 +376,19 @@ def _chunk_scores(
             elif tie_aware:  # whole buckets: the expected sum is fixed, so is the denominator
                 scores[spec.name] = _safe_divide(cum_bucket_sums[:, radius], rel_within)
             else:
-                last = np.maximum(within - 1, 0)
-                ap_sum = np.where(within > 0, ap_sums[rows, last], 0.0)
+                _, ap_sum = ranking.top(within)
                 scores[spec.name] = _safe_divide(ap_sum, rel_within)
             continue
         k = n_db if spec.cutoff == "all" else min(spec.value, n_db)
         if not tie_aware:
-            hits_k = hits[:, k - 1]
+            hits_k, ap_sum = ranking.top(np.full(n_chunk, k))
             if spec.measure == "precision":
                 scores[spec.name] = hits_k / k
             elif spec.measure == "recall":
                 scores[spec.name] = _safe_divide(hits_k, total_rel)
             else:
                 denominator = hits_k if convention == "retrieved" else np.minimum(total_rel, k)
-                scores[spec.name] = _safe_divide(ap_sums[:, k - 1], denominator)
+                scores[spec.name] = _safe_divide(ap_sum, denominator)
             continue
         # Tie-aware top-k: bucket b holds position k; m of its items make the cut.
         bucket = np.argmax(cum_all >= k, axis=1)
@@ -375,9 +409,12 @@ def _chunk_scores(
             partial = _bucket_ap_sums(n_b, rel_b, n, r, m, harmonic)
             scores[spec.name] = _safe_divide(before_sum + partial, np.minimum(total_rel, k))
             continue
-        full = m == n
-        values = _safe_divide(before_sum + bucket_sums[rows, bucket], cum_rel[rows, bucket])
-        for q in np.flatnonzero(~full):
+        # X (relevant among the m that make the cut) is fixed when the whole bucket makes it
+        # or the bucket is all relevant / all irrelevant; then E[AP] = E[sum] / (R_b + X).
+        fixed = (m == n) | (r == 0) | (r == n)
+        partial = _bucket_ap_sums(n_b, rel_b, n, r, m, harmonic)
+        values = _safe_divide(before_sum + partial, rel_b + _safe_divide(m * r, n))
+        for q in np.flatnonzero(~fixed):
             values[q] = _tie_aware_retrieved_ap(
                 before_sum[q], n_b[q], rel_b[q], n[q], r[q], m[q], harmonic
             )
@@ -419,8 +456,6 @@ def _run(
     for start in range(0, n_query, chunk_size):
         stop = min(start + chunk_size, n_query)
         distances = distance_chunks(start, stop)
-        if distances.size and (distances.min() < 0 or distances.max() > n_bits):
-            raise ValueError(f"Hamming distances must lie in 0..{n_bits}")
         chunk = _chunk_scores(
             distances,
             relevance.rows(start, stop),
@@ -534,6 +569,8 @@ def evaluate_distances(
         raise ValueError(
             f"distances must be a 2-D integer array, got {distances.dtype} {distances.shape}"
         )
+    if distances.size and (distances.min() < 0 or distances.max() > n_bits):
+        raise ValueError(f"Hamming distances must lie in 0..{n_bits} for {n_bits}-bit codes")
     n_query, n_db = distances.shape
     rel = _Relevance(None, None, relevance, n_query, n_db)
     scores = _run(
