@@ -376,7 +376,9 @@ class HammingIndex:
         perm = MultiIndexTables.sort_order(native, self._codes, self._n, plan)
         if perm is not None:
             # table 0 is the rows themselves, sorted by key 0 (memory order leaves file order)
-            self._codes = np.ascontiguousarray(self._codes[: self._n][perm])
+            # one fixed-size opaque item per row makes numpy's gather a memcpy per row
+            rows_as_items = np.ascontiguousarray(self._codes[: self._n]).view(f"V{self.n_bytes}")
+            self._codes = rows_as_items[:, 0][perm].view(np.uint8).reshape(self._n, self.n_bytes)
             self._ids = np.ascontiguousarray(self._ids[: self._n][perm])
             if self._dead is not None:
                 dead = np.unpackbits(self._dead, bitorder="little", count=self._n)[perm]

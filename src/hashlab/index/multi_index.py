@@ -55,7 +55,8 @@ def plan_tables(
 ) -> MihPlan:
     """Number of tables and key length for ``n_rows`` codes of ``n_bits`` bits."""
     log2_n = math.log2(max(n_rows, 2))
-    paper_tables = max(1, min(n_bits, round(n_bits / log2_n)))
+    # the kernel keeps one query key per table on the stack: at most 64 tables
+    paper_tables = max(1, min(n_bits, 64, round(n_bits / log2_n)))
     base_key_bits = max(1, min(MAX_KEY_BITS, int(math.floor(log2_n)) - 2))
     raw = n_rows * (n_bytes + 8)
     allowed = math.inf if max_memory_ratio is None else (max_memory_ratio - 1.0) * raw
