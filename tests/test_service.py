@@ -1,0 +1,360 @@
+"""HTTP search service on real data: 300 scikit-learn digits hashed by ITQ on small_cnn features.
+
+The index is built the way ``hashlab serve`` expects one (a durable ``HammingIndex.create``
+directory with metadata pointing into the image store), and every query goes over HTTP
+through FastAPI's TestClient, so uploads are hashed by the app's own decoding + backbone path.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("multipart")  # python-multipart: FastAPI's form parser
+
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import hashlab  # noqa: E402
+from hashlab.backbones import create_backbone  # noqa: E402
+from hashlab.codes import codes_to_hex, hamming_distance_matrix  # noqa: E402
+from hashlab.data.digits import load_digits_dataset  # noqa: E402
+from hashlab.index import HammingIndex  # noqa: E402
+from hashlab.service import build_service, create_app, encode_images  # noqa: E402
+
+N_INDEXED = 300
+N_BITS = 32
+TOKEN = "s3cret-token"
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("service")
+    digits = load_digits_dataset()
+    images = digits.images[: N_INDEXED + 20]
+    backbone = create_backbone("small_cnn")
+    pil_images = [Image.open(io.BytesIO(png_bytes(a))).convert("RGB") for a in images]
+    model = hashlab.create("itq", n_bits=N_BITS)
+    # the model is fitted on backbone features of the decoded PNGs, exactly what the app sees
+    import torch
+
+    with torch.inference_mode():
+        features = backbone.module(backbone.preprocess(pil_images)).numpy()
+    model.fit(features[:N_INDEXED])
+    model.extra_config_ = {"backbone": "small_cnn"}
+    model.save(root / "model")
+
+    store = root / "images"
+    store.mkdir()
+    metadata = []
+    for i in range(N_INDEXED):
+        (store / f"{i}.png").write_bytes(png_bytes(images[i]))
+        metadata.append(
+            {
+                "label": int(digits.labels[i]),
+                "lat": 48.0 + i / 1000,
+                "lon": 2.0,
+                "image": f"{i}.png",
+            }
+        )
+    # an item whose stored path tries to leave the image store
+    (root / "secret.txt").write_text("not for the web")
+    metadata[5]["image"] = "../secret.txt"
+    codes = model.encode(features[:N_INDEXED])
+    index = HammingIndex.create(root / "index", N_BITS)
+    index.add(codes, metadata=metadata)
+    index.close()
+    return {
+        "root": root,
+        "images": images,
+        "labels": digits.labels,
+        "codes": codes,
+        "extra_codes": model.encode(features[N_INDEXED:]),
+    }
+
+
+@pytest.fixture()
+def client(deployment: dict, tmp_path: Path) -> TestClient:
+    """A fresh server over a copy of the index, so writes in one test do not leak."""
+    import shutil
+
+    root = deployment["root"]
+    shutil.copytree(root / "index", tmp_path / "index")
+    shutil.copytree(root / "images", tmp_path / "images")
+    (tmp_path / "secret.txt").write_text("not for the web")
+    service = build_service(
+        root / "model",
+        tmp_path / "index",
+        image_store=tmp_path / "images",
+        token=TOKEN,
+        max_upload_bytes=200_000,
+    )
+    with TestClient(create_app(service)) as test_client:
+        test_client.service = service
+        yield test_client
+    service.index.close()
+
+
+def upload(array: np.ndarray) -> dict:
+    return {"image": ("digit.png", png_bytes(array), "image/png")}
+
+
+def test_health_stats_and_page(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok", "items": N_INDEXED}
+    stats = client.get("/stats").json()
+    assert stats["items"] == N_INDEXED and stats["bits"] == N_BITS
+    assert stats["model"] == "model" and stats["method"] == "itq"
+    assert stats["backbone"] == "small_cnn"
+    assert stats["search_latency_ms"]["p50"] is None  # no query yet
+    searched = client.post("/search", json={"code": "00000000", "k": 3})
+    assert searched.status_code == 200, searched.text
+    stats = client.get("/stats").json()
+    assert stats["queries"] == 1 and stats["search_latency_ms"]["p99"] >= 0
+    page = client.get("/")
+    assert page.status_code == 200 and "/search" in page.text and "openstreetmap" in page.text
+
+
+def test_search_by_upload_finds_the_image_itself_first(
+    client: TestClient, deployment: dict
+) -> None:
+    for item in (0, 17, 250):
+        response = client.post("/search", files=upload(deployment["images"][item]), data={"k": 5})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["query_code"] == codes_to_hex(deployment["codes"][item : item + 1])[0]
+        first = body["results"][0]
+        assert first["distance"] == 0
+        # several digits may share the code; the image itself must be among the distance-0 hits
+        zero_ids = [hit["id"] for hit in body["results"] if hit["distance"] == 0]
+        assert item in zero_ids
+        assert len(body["results"]) == 5
+        distances = [hit["distance"] for hit in body["results"]]
+        assert distances == sorted(distances)
+        hit = next(h for h in body["results"] if h["id"] == item)
+        assert hit["metadata"]["label"] == int(deployment["labels"][item])
+        assert hit["thumbnail_url"] == f"/items/{item}/image?size=160"
+
+
+def test_search_by_hex_code_matches_brute_force(client: TestClient, deployment: dict) -> None:
+    codes = deployment["codes"]
+    query = codes[42:43]
+    k = 10
+    body = client.post("/search", data={"code": codes_to_hex(query)[0], "k": str(k)}).json()
+    reference = hamming_distance_matrix(query, codes)[0]
+    order = np.lexsort((np.arange(N_INDEXED), reference))[:k]
+    assert [h["id"] for h in body["results"]] == order.tolist()
+    assert [h["distance"] for h in body["results"]] == reference[order].tolist()
+
+
+def test_radius_search_returns_exactly_the_ball(client: TestClient, deployment: dict) -> None:
+    codes = deployment["codes"]
+    query = codes[7:8]
+    radius = 6
+    body = client.post("/search", json={"code": codes_to_hex(query)[0], "radius": radius}).json()
+    reference = hamming_distance_matrix(query, codes)[0]
+    expected = set(np.nonzero(reference <= radius)[0].tolist())
+    assert {h["id"] for h in body["results"]} == expected
+    assert all(h["distance"] <= radius for h in body["results"])
+    assert body["radius"] == radius and body["k"] is None
+
+
+def test_bad_search_requests_are_4xx(client: TestClient) -> None:
+    assert client.post("/search", json={"code": "abc"}).status_code == 400
+    assert client.post("/search", json={"code": "zzzzzzzz"}).status_code == 400
+    assert client.post("/search", json={"k": 3}).status_code == 400
+    assert client.post("/search", json={"code": "00000000", "k": 0}).status_code == 400
+    assert client.post("/search", json={"code": "00000000", "radius": -1}).status_code == 400
+    not_object = client.post(
+        "/search", content=b"[1]", headers={"content-type": "application/json"}
+    )
+    assert not_object.status_code == 400 and "object" in not_object.json()["detail"]
+    response = client.post("/search", content=b"x", headers={"content-type": "text/plain"})
+    assert response.status_code == 415
+
+
+def test_add_requires_the_token_and_is_durable(client: TestClient, deployment: dict) -> None:
+    new_image = deployment["images"][N_INDEXED + 3]
+    form = {"metadata": '{"label": 9, "lat": 52.5, "lon": 13.4}'}
+    assert client.post("/items", files=upload(new_image), data=form).status_code == 401
+    wrong = client.post("/items", files=upload(new_image), data=form, headers={"X-Token": "nope"})
+    assert wrong.status_code == 403
+    assert client.get("/health").json()["items"] == N_INDEXED
+
+    added = client.post(
+        "/items",
+        files=upload(new_image),
+        data=form,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert added.status_code == 201, added.text
+    item = added.json()
+    assert item["id"] == N_INDEXED and item["metadata"]["lat"] == 52.5
+    assert item["code"] == codes_to_hex(deployment["extra_codes"][3:4])[0]
+    assert client.get("/health").json()["items"] == N_INDEXED + 1
+    # the image store holds the upload byte for byte, and it is served back
+    served = client.get(item["image_url"])
+    assert served.status_code == 200 and served.content == png_bytes(new_image)
+    thumb = client.get(item["thumbnail_url"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
+    # searching with the same photo finds it at distance 0
+    hits = client.post("/search", files=upload(new_image), data={"radius": 0}).json()["results"]
+    assert N_INDEXED in [h["id"] for h in hits]
+    # durable: a new server over the same directory sees the item
+    service = client.service
+    reopened = HammingIndex.open(service.index.path)
+    assert len(reopened) == N_INDEXED + 1
+    assert reopened.metadata([N_INDEXED])[0]["lon"] == 13.4
+    reopened.close()
+
+    bad_meta = client.post(
+        "/items", files=upload(new_image), data={"metadata": "{"}, headers={"X-Token": TOKEN}
+    )
+    assert bad_meta.status_code == 400 and "metadata" in bad_meta.json()["detail"]
+
+
+def test_get_and_delete_items(client: TestClient) -> None:
+    item = client.get("/items/3").json()
+    assert item["id"] == 3 and item["metadata"]["image"] == "3.png"
+    assert client.get("/items/3/image").content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert client.get("/items/99999").status_code == 404
+    assert client.delete("/items/3").status_code == 401
+    assert client.delete("/items/3", headers={"X-Token": "bad"}).status_code == 403
+    deleted = client.delete("/items/3", headers={"X-Token": TOKEN})
+    assert deleted.status_code == 200 and deleted.json() == {"id": 3, "removed": True}
+    assert client.get("/items/3").status_code == 404
+    assert client.delete("/items/3", headers={"X-Token": TOKEN}).status_code == 404
+    assert client.get("/health").json()["items"] == N_INDEXED - 1
+    code = codes_to_hex(np.zeros((1, N_BITS), np.uint8))[0]
+    hits = client.post("/search", json={"code": code, "k": N_INDEXED}).json()["results"]
+    assert 3 not in [h["id"] for h in hits] and len(hits) == N_INDEXED - 1
+
+
+def test_images_outside_the_store_are_never_served(client: TestClient) -> None:
+    item = client.get("/items/5").json()
+    assert item["metadata"]["image"] == "../secret.txt"
+    assert item["image_url"] is None  # the app does not even advertise it
+    response = client.get("/items/5/image")
+    assert response.status_code == 404 and "not for the web" not in response.text
+    assert client.get("/items/5/image?size=64").status_code == 404
+    assert client.get("/items/..%2F..%2Fsecret.txt/image").status_code in (404, 422)
+
+
+def bomb_png(side: int = 100_000) -> bytes:
+    """A PNG whose header declares side x side pixels (10 G for the default) in ~100 bytes.
+
+    Built chunk by chunk, because letting PIL make one would allocate the canvas; the
+    service must refuse it from the header alone.
+    """
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    pixels = zlib.compress(b"\x00" * 1024)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "status", "phrase"),
+    [
+        ("empty", b"", 400, "empty"),
+        ("truncated", None, 400, "truncated"),
+        ("text", b"hello, this is not a photo\n" * 10, 400, "not an image"),
+        ("bomb", "bomb", 400, "pixels"),
+        ("oversize", b"\xff" * 300_000, 413, "limit"),
+    ],
+)
+def test_bad_uploads_are_4xx_with_a_message(
+    client: TestClient, deployment: dict, name: str, payload: bytes | None, status: int, phrase: str
+) -> None:
+    if payload is None:
+        whole = png_bytes(deployment["images"][0])
+        payload = whole[: len(whole) // 2]
+    elif payload == "bomb":
+        payload = bomb_png()
+    files = {"image": (f"{name}.png", payload, "image/png")}
+    for path, headers in (("/search", {}), ("/items", {"X-Token": TOKEN})):
+        response = client.post(path, files=files, headers=headers)
+        assert response.status_code == status, (name, path, response.text)
+        assert phrase in response.json()["detail"], response.json()
+    assert client.get("/health").json()["items"] == N_INDEXED
+
+
+def test_concurrent_searches_during_adds_stay_consistent(
+    client: TestClient, deployment: dict
+) -> None:
+    codes = deployment["codes"]
+    query_hex = codes_to_hex(codes[11:12])[0]
+    reference = hamming_distance_matrix(codes[11:12], codes)[0]
+    k = 20
+    expected = np.lexsort((np.arange(N_INDEXED), reference))[:k]
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def searcher() -> None:
+        while not stop.is_set():
+            body = client.post("/search", json={"code": query_hex, "k": k}).json()
+            hits = body["results"]
+            distances = [h["distance"] for h in hits]
+            if len(hits) != k or distances != sorted(distances):
+                errors.append(f"bad result {hits}")
+            # added items are copies of indexed digits; the original ids never disappear
+            # from the result unless a closer-or-equal new item pushes them out
+            worst = distances[-1]
+            missing = [i for i in expected if reference[i] < worst and i not in
+                       [h["id"] for h in hits]]  # fmt: skip
+            if missing:
+                errors.append(f"items {missing} vanished")
+            if any(h["metadata"] is None for h in hits):
+                errors.append("a hit without its metadata (half-added item)")
+
+    def adder() -> None:
+        for i in range(8):
+            response = client.post(
+                "/items",
+                files=upload(deployment["images"][i]),
+                data={"metadata": f'{{"copy_of": {i}}}'},
+                headers={"X-Token": TOKEN},
+            )
+            if response.status_code != 201:
+                errors.append(response.text)
+
+    threads = [threading.Thread(target=searcher) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    adder()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
+    assert client.get("/health").json()["items"] == N_INDEXED + 8
+    ids = client.post("/search", json={"code": query_hex, "k": N_INDEXED + 8}).json()["results"]
+    assert sorted(h["id"] for h in ids) == list(range(N_INDEXED + 8))
+
+
+def test_encode_images_matches_the_model_on_backbone_features(deployment: dict) -> None:
+    model = hashlab.load(deployment["root"] / "model")
+    images = [Image.fromarray(a) for a in deployment["images"][:4]]
+    assert np.array_equal(encode_images(model, images), deployment["codes"][:4])
+
+
+def test_serve_cli_rejects_missing_directories(tmp_path: Path) -> None:
+    from hashlab.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "no"), "--index", str(tmp_path)]) == 2
