@@ -8,6 +8,7 @@ through FastAPI's TestClient, so uploads are hashed by the app's own decoding + 
 from __future__ import annotations
 
 import io
+import os
 import threading
 from pathlib import Path
 
@@ -352,6 +353,85 @@ def test_encode_images_matches_the_model_on_backbone_features(deployment: dict) 
     model = hashlab.load(deployment["root"] / "model")
     images = [Image.fromarray(a) for a in deployment["images"][:4]]
     assert np.array_equal(encode_images(model, images), deployment["codes"][:4])
+
+
+def test_uploads_hash_like_the_index_builder(
+    client: TestClient, deployment: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service and ``hashlab.index.encode`` (what builds indexes from folders) agree."""
+    encode = pytest.importorskip("hashlab.index.encode")
+    monkeypatch.setenv("HASHLAB_CACHE", str(tmp_path / "cache"))
+    model = hashlab.load(deployment["root"] / "model")
+    paths = []
+    for i in (1, 60, 299):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(png_bytes(deployment["images"][i]))
+    from_files = encode.encode_image_files(model, paths, dataset_key="service-test")
+    for path, expected in zip(paths, from_files, strict=True):
+        body = client.post("/search", files={"image": ("x.png", path.read_bytes())}).json()
+        assert body["query_code"] == codes_to_hex(expected[None, :])[0]
+
+
+def test_image_models_get_files(deployment: dict) -> None:
+    """A model with ``encode_images(paths)`` receives readable files with the same pixels."""
+
+    class FileModel:
+        n_bits = 8
+        seen: list[np.ndarray] = []
+
+        def encode_images(self, paths: list[str]) -> np.ndarray:
+            for path in paths:
+                with Image.open(path) as image:
+                    self.seen.append(np.asarray(image.convert("RGB")))
+            return np.ones((len(paths), 8), dtype=np.uint8)
+
+    model = FileModel()
+    images = [Image.fromarray(a) for a in deployment["images"][:2]]
+    codes = encode_images(model, images)
+    assert codes.shape == (2, 8) and codes.all()
+    assert np.array_equal(model.seen[1], deployment["images"][1])
+
+
+def test_serve_command_answers_over_http(deployment: dict, tmp_path: Path) -> None:
+    """``hashlab serve`` under uvicorn, as a user starts it."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    shutil.copytree(deployment["root"] / "index", tmp_path / "index")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "hashlab", "serve", "--model",
+               str(deployment["root"] / "model"), "--index", str(tmp_path / "index"),
+               "--port", str(port)]  # fmt: skip
+    server = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ}
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(server.stderr.read().decode()) from None
+                time.sleep(0.3)
+        assert health.json() == {"status": "ok", "items": N_INDEXED}
+        files = {"image": ("d.png", png_bytes(deployment["images"][9]), "image/png")}
+        hits = httpx.post(f"http://127.0.0.1:{port}/search", files=files, timeout=30).json()
+        assert hits["results"][0]["distance"] == 0
+        # no token configured: the server is read-only
+        denied = httpx.delete(f"http://127.0.0.1:{port}/items/1", headers={"X-Token": "x"})
+        assert denied.status_code == 403 and "--token" in denied.json()["detail"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def test_serve_cli_rejects_missing_directories(tmp_path: Path) -> None:

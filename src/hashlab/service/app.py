@@ -64,11 +64,21 @@ class ServiceError(Exception):
 
 
 def encode_images(model: Any, images: Sequence[Any], backbone: Any | None = None) -> np.ndarray:
-    """(N, K) uint8 codes for PIL images: backbone features, then ``model.encode``.
+    """(N, K) uint8 codes for PIL images, hashed as :mod:`hashlab.index.encode` hashes files.
 
-    ``backbone`` defaults to the one named in the model's config (the features the model
-    was fitted on); passing it avoids rebuilding the network per call.
+    Models trained end to end on images expose ``encode_images(paths)``: the images are
+    written to temporary PNG files (lossless, so the pixels are the decoded ones) for them.
+    Feature models get the backbone features (``backbone`` defaults to the one named in the
+    model's config; passing it avoids rebuilding the network per call), then ``encode``.
     """
+    if hasattr(model, "encode_images"):
+        with tempfile.TemporaryDirectory(prefix="hashlab-upload-") as folder:
+            paths = []
+            for position, image in enumerate(images):
+                path = Path(folder) / f"{position}.png"
+                image.save(path, format="PNG")
+                paths.append(str(path))
+            return np.asarray(model.encode_images(paths), dtype=np.uint8)
     import torch
 
     if backbone is None:
@@ -130,6 +140,8 @@ class SearchService:
     # -- encoding ---------------------------------------------------------------------
     @property
     def backbone(self) -> Any:
+        if hasattr(self.model, "encode_images"):
+            return None  # image models bring their own network
         with self._backbone_lock:  # built once, lazily: EfficientNet takes seconds to load
             if self._backbone is None:
                 self._backbone = model_backbone(self.model)
