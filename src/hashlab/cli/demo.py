@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-DEMO_METHODS = "lsh,pcah,itq,sh,sph,agh,itq_cca,sdh,ksh"
+DEMO_METHODS = "lsh,pcah,itq,sh,sph,agh,itq_cca,sdh"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
