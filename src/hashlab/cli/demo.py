@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     methods = [m for m in args.methods.split(",") if m]
     config = BenchConfig(
         dataset="digits",
-        protocol="scikit-learn digits, 1,797 8x8 images, 10 classes; per-class: 20 queries/class, 100 train/class, database = all but queries",
+        protocol="scikit-learn digits, 1,797 8x8 images, 10 classes; per-class: 20 queries/class, "
+        "100 train/class, database = all but queries",
         methods=methods,
         bits=parse_int_list(args.bits, "--bits"),
         backbone="none: the 64 raw pixel values",
