@@ -168,6 +168,23 @@ def test_radius_search_returns_exactly_the_ball(client: TestClient, deployment: 
     assert {h["id"] for h in body["results"]} == expected
     assert all(h["distance"] <= radius for h in body["results"])
     assert body["radius"] == radius and body["k"] is None
+    assert body["matches"] == len(expected) and not body["truncated"]
+
+
+def test_wide_radius_is_cut_to_the_closest(client: TestClient, deployment: dict) -> None:
+    from hashlab.service import app as service_app
+
+    codes = deployment["codes"]
+    query_hex = codes_to_hex(codes[7:8])[0]
+    reference = np.sort(hamming_distance_matrix(codes[7:8], codes)[0])
+    original = service_app.MAX_K
+    service_app.MAX_K = 50
+    try:
+        body = client.post("/search", json={"code": query_hex, "radius": N_BITS}).json()
+    finally:
+        service_app.MAX_K = original
+    assert body["matches"] == N_INDEXED and body["truncated"]
+    assert [h["distance"] for h in body["results"]] == reference[:50].tolist()
 
 
 def test_bad_search_requests_are_4xx(client: TestClient) -> None:

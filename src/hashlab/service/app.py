@@ -174,22 +174,33 @@ class SearchService:
             raise ServiceError(400, str(error)) from None
 
     # -- reads ------------------------------------------------------------------------
-    def search(self, code: np.ndarray, k: int | None, radius: int | None) -> list[dict]:
-        """Hits for one (1, K) code: k-NN when ``radius`` is None, else radius search."""
+    def search(self, code: np.ndarray, k: int | None, radius: int | None) -> tuple[list[dict], int]:
+        """Hits for one (1, K) code and how many matched in all.
+
+        k-NN when ``radius`` is None, else radius search; a radius ball holding more than
+        ``MAX_K`` items is cut to its ``MAX_K`` closest, so a wide radius cannot make a
+        response (and a metadata read) the size of the whole index.
+        """
         started = time.perf_counter()
         with self.lock:
             if radius is None:
-                ids, dists, metas = self.index.search(code, int(k or 10), with_metadata=True)
-                ids, dists, metas = ids[0], dists[0], metas[0]
+                ids, dists = self.index.search(code, int(k or 10))
+                ids, dists = ids[0], dists[0]
+                keep = ids >= 0  # k-NN pads with -1 when the index holds fewer than k items
+                ids, dists = ids[keep], dists[keep]
+                total = len(ids)
             else:
-                ids, dists, metas = self.index.range_search(code, int(radius), True)[0]
+                ids, dists = self.index.range_search(code, int(radius))[0]
+                total = len(ids)
+                ids, dists = ids[:MAX_K], dists[:MAX_K]
+            metas = self.index.metadata(ids)
         self.search_seconds.append(time.perf_counter() - started)
         self.n_queries += 1
-        return [
+        hits = [
             self.describe(int(i), meta, int(d))
             for i, d, meta in zip(ids, dists, metas, strict=True)
-            if i >= 0  # k-NN pads with -1 when the index holds fewer than k items
         ]
+        return hits, total
 
     def describe(self, item_id: int, meta: dict | None, distance: int | None = None) -> dict:
         has_image = self.image_path(meta) is not None
@@ -407,7 +418,7 @@ def create_app(service: SearchService) -> FastAPI:
             code = service.parse_code(code_text)
         else:
             raise ServiceError(400, "send an image file (field 'image') or a hex 'code'")
-        hits = await run_in_threadpool(service.search, code, k, radius)
+        hits, total = await run_in_threadpool(service.search, code, k, radius)
         elapsed = time.perf_counter() - started
         service.request_seconds.append(elapsed)
         return {
@@ -415,6 +426,8 @@ def create_app(service: SearchService) -> FastAPI:
             "k": None if radius is not None else k,
             "radius": radius,
             "results": hits,
+            "matches": total,
+            "truncated": total > len(hits),
             "latency_ms": round(elapsed * 1000.0, 3),
         }
 
