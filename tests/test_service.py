@@ -31,6 +31,7 @@ from hashlab.service import build_service, create_app, encode_images  # noqa: E4
 N_INDEXED = 300
 N_BITS = 32
 TOKEN = "s3cret-token"
+MAX_K_FOR_TEST = 1000
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -317,33 +318,49 @@ def test_bad_uploads_are_4xx_with_a_message(
 def test_concurrent_searches_during_adds_stay_consistent(
     client: TestClient, deployment: dict
 ) -> None:
+    """Searches racing with adds see whole items, true distances and a stable order.
+
+    Random filler codes bring the index just below the size where the index first builds
+    its multi-index tables (and re-sorts its rows), so the adds push it over that edge while
+    searches run: the moment an unlocked reader could pair re-sorted codes with stale ids.
+    """
+    from hashlab.index.hamming_index import MIN_TABLE_ROWS
+
     codes = deployment["codes"]
-    query_hex = codes_to_hex(codes[11:12])[0]
-    reference = hamming_distance_matrix(codes[11:12], codes)[0]
+    n_filler = MIN_TABLE_ROWS - N_INDEXED - 3
+    filler = np.random.default_rng(0).integers(0, 2, (n_filler, N_BITS), dtype=np.uint8)
+    client.service.index.add(filler, metadata=[{"filler": True}] * n_filler)
+    n_before = N_INDEXED + n_filler
+    copies = 8
+    # every id's code: indexed digits, fillers, then the copies of digits 0..7 added below
+    code_of = np.concatenate([codes, filler, codes[:copies]])
+    query = codes[11:12]
+    query_hex = codes_to_hex(query)[0]
+    true_distance = hamming_distance_matrix(query, code_of)[0]
     k = 20
-    expected = np.lexsort((np.arange(N_INDEXED), reference))[:k]
     errors: list[str] = []
     stop = threading.Event()
 
     def searcher() -> None:
         while not stop.is_set():
-            body = client.post("/search", json={"code": query_hex, "k": k}).json()
-            hits = body["results"]
+            hits = client.post("/search", json={"code": query_hex, "k": k}).json()["results"]
+            ids = [h["id"] for h in hits]
             distances = [h["distance"] for h in hits]
             if len(hits) != k or distances != sorted(distances):
-                errors.append(f"bad result {hits}")
-            # added items are copies of indexed digits; the original ids never disappear
-            # from the result unless a closer-or-equal new item pushes them out
+                errors.append(f"short or unsorted result {hits}")
+            if any(true_distance[i] != d for i, d in zip(ids, distances, strict=True)):
+                errors.append(f"an id paired with another item's distance: {hits}")
+            # items present from the start never vanish: a new copy ties at best, and ties
+            # go to the smaller (older) id
             worst = distances[-1]
-            missing = [i for i in expected if reference[i] < worst and i not in
-                       [h["id"] for h in hits]]  # fmt: skip
-            if missing:
-                errors.append(f"items {missing} vanished")
+            older = np.nonzero(true_distance[:n_before] < worst)[0]
+            if set(older.tolist()) - set(ids):
+                errors.append(f"items {sorted(set(older.tolist()) - set(ids))} vanished")
             if any(h["metadata"] is None for h in hits):
                 errors.append("a hit without its metadata (half-added item)")
 
     def adder() -> None:
-        for i in range(8):
+        for i in range(copies):
             response = client.post(
                 "/items",
                 files=upload(deployment["images"][i]),
@@ -361,9 +378,12 @@ def test_concurrent_searches_during_adds_stay_consistent(
     for thread in threads:
         thread.join()
     assert not errors, errors[:3]
-    assert client.get("/health").json()["items"] == N_INDEXED + 8
-    ids = client.post("/search", json={"code": query_hex, "k": N_INDEXED + 8}).json()["results"]
-    assert sorted(h["id"] for h in ids) == list(range(N_INDEXED + 8))
+    n_total = n_before + copies
+    assert n_total > MIN_TABLE_ROWS
+    assert client.get("/health").json()["items"] == n_total
+    body = client.post("/search", json={"code": query_hex, "k": MAX_K_FOR_TEST}).json()
+    reference = np.lexsort((np.arange(n_total), true_distance))[:MAX_K_FOR_TEST]
+    assert [h["id"] for h in body["results"]] == reference.tolist()
 
 
 def test_encode_images_matches_the_model_on_backbone_features(deployment: dict) -> None:
