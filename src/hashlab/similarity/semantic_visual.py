@@ -185,6 +185,14 @@ class SemanticVisualSimilarity:
             out[start:stop] = self.rows(np.arange(start, stop)) @ matrix
         return out
 
+    def square_row_sums(self, block: int = 1024) -> np.ndarray:
+        """sum_j s^_ij^2 for every row i (n,), one block of rows at a time."""
+        out = np.empty(self.n, dtype=np.float64)
+        for start in range(0, self.n, block):
+            stop = min(start + block, self.n)
+            out[start:stop] = (self.rows(np.arange(start, stop)).astype(np.float64) ** 2).sum(1)
+        return out
+
     def save_fit(self, out_dir: str | Path, title: str = "") -> dict[str, Path]:
         """Write ``similarity_fit.json`` (fitted parameters) and ``similarity_fit.png``."""
         import matplotlib
