@@ -73,6 +73,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # an item whose stored path tries to leave the image store
     (root / "secret.txt").write_text("not for the web")
     metadata[5]["image"] = "../secret.txt"
+    metadata[6] = {"path": str(root / "secret.txt")}  # absolute, as index build records
+    metadata[8] = {"path": str(store / "8.png")}
     codes = model.encode(features[:N_INDEXED])
     index = HammingIndex.create(root / "index", N_BITS)
     index.add(codes, metadata=metadata)
@@ -88,17 +90,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture()
 def client(deployment: dict, tmp_path: Path) -> TestClient:
-    """A fresh server over a copy of the index, so writes in one test do not leak."""
+    """A fresh server over a copy of the index, so adds and deletes in one test do not leak."""
     import shutil
 
     root = deployment["root"]
     shutil.copytree(root / "index", tmp_path / "index")
-    shutil.copytree(root / "images", tmp_path / "images")
-    (tmp_path / "secret.txt").write_text("not for the web")
     service = build_service(
         root / "model",
         tmp_path / "index",
-        image_store=tmp_path / "images",
+        image_store=root / "images",  # uploads are content-addressed: sharing is harmless
         token=TOKEN,
         max_upload_bytes=200_000,
     )
@@ -267,6 +267,9 @@ def test_images_outside_the_store_are_never_served(client: TestClient) -> None:
     assert response.status_code == 404 and "not for the web" not in response.text
     assert client.get("/items/5/image?size=64").status_code == 404
     assert client.get("/items/..%2F..%2Fsecret.txt/image").status_code in (404, 422)
+    assert client.get("/items/6/image").status_code == 404
+    # an absolute path inside the store (as ``hashlab index build`` records) is served
+    assert client.get("/items/8/image").content[:4] == b"\x89PNG"
 
 
 def bomb_png(side: int = 100_000) -> bytes:
@@ -475,3 +478,22 @@ def test_serve_cli_rejects_missing_directories(tmp_path: Path) -> None:
     from hashlab.cli import main
 
     assert main(["serve", "--model", str(tmp_path / "no"), "--index", str(tmp_path)]) == 2
+
+
+def test_image_store_defaults_to_the_folder_the_index_was_built_from(
+    deployment: dict, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    root = deployment["root"]
+    shutil.copytree(root / "index", tmp_path / "index")
+    record = {"model": str(root / "model"), "images": str(root / "images")}
+    (tmp_path / "index" / "build.json").write_text(json.dumps(record))
+    service = build_service(root / "model", tmp_path / "index")
+    assert service.image_store == (root / "images").resolve()
+    assert service.image_path({"path": str(root / "images" / "8.png")}) is not None
+    service.index.close()
+    bare = build_service(root / "model", root / "index")
+    assert bare.image_store is None and bare.image_path({"image": "8.png"}) is None
+    bare.index.close()

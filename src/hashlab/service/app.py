@@ -52,6 +52,8 @@ THUMBNAIL_MAX_SIZE = 512
 #: latencies kept for the percentiles in /stats
 LATENCY_WINDOW = 2000
 STATIC_DIR = Path(__file__).parent / "static"
+#: written by ``hashlab index build`` next to the index files: {"model": ..., "images": ...}
+BUILD_RECORD = "build.json"
 
 
 class ServiceError(Exception):
@@ -225,17 +227,27 @@ class SearchService:
         return self.describe(item_id, meta)
 
     def image_path(self, meta: dict | None) -> Path | None:
-        """The item's image file, only if it resolves to a file inside the image store."""
+        """The item's image file, only if it resolves to a file inside the image store.
+
+        ``image`` (what ``POST /items`` records) is relative to the store; ``path`` (what
+        ``hashlab index build`` records) is absolute or relative to the working directory
+        of the build, so it is tried both there and under the store.
+        """
         if self.image_store is None or not isinstance(meta, dict):
             return None
-        relative = meta.get("image")
-        if not isinstance(relative, str) or not relative or "\x00" in relative:
-            return None
-        # resolve() follows ".." and symlinks, so the containment check sees the real target
-        path = (self.image_store / relative).resolve()
-        if not path.is_relative_to(self.image_store) or not path.is_file():
-            return None
-        return path
+        for key in ("image", "path"):
+            recorded = meta.get(key)
+            if not isinstance(recorded, str) or not recorded or "\x00" in recorded:
+                continue
+            candidates = [self.image_store / recorded]
+            if key == "path":
+                candidates.append(Path.cwd() / recorded)
+            for candidate in candidates:
+                # resolve() follows ".." and symlinks: the check sees the real target
+                path = candidate.resolve()
+                if path.is_relative_to(self.image_store) and path.is_file():
+                    return path
+        return None
 
     def item_image(self, item_id: int) -> Path:
         item = self.get_item(item_id)
@@ -487,6 +499,8 @@ def build_service(
         raise FileNotFoundError(f"index directory {index_dir} does not exist")
     model = hashlab.load(model_path)
     index = HammingIndex.open(index_dir)
+    if image_store is None:
+        image_store = _built_from_folder(Path(index_dir))
     return SearchService(
         model,
         index,
@@ -495,3 +509,13 @@ def build_service(
         token=token,
         max_upload_bytes=max_upload_bytes,
     )
+
+
+def _built_from_folder(index_dir: Path) -> Path | None:
+    """The image folder ``hashlab index build`` recorded in the index (``build.json``)."""
+    record = index_dir / BUILD_RECORD
+    try:
+        folder = json.loads(record.read_text()).get("images")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(folder) if isinstance(folder, str) and Path(folder).is_dir() else None
