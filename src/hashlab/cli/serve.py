@@ -29,7 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="token required to add/delete items (default: $HASHLAB_TOKEN; none = read-only)",
     )
     parser.add_argument(
-        "--image-store", default=None, help="folder for uploaded images (and served thumbnails)"
+        "--image-store",
+        default=None,
+        help=(
+            "folder for uploaded images, the only place images are served from "
+            "(default: the folder the index was built from, if recorded)"
+        ),
     )
     parser.add_argument(
         "--max-upload-mb", type=float, default=10.0, help="upload size limit (default: 10 MB)"
