@@ -52,6 +52,67 @@ class Backbone:
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         return (batch - mean) / std
 
+    def eval_transform(self) -> Callable:
+        """PIL image -> normalised (3, S, S) tensor, the same resize as :meth:`preprocess`."""
+        return self._transform(train=False)
+
+    def train_transform(self) -> Callable:
+        """PIL image -> augmented (3, S, S) tensor for fine-tuning.
+
+        Resize to S * 256 / 224, random S x S crop and random horizontal flip: the
+        augmentation of DCH / HashNet (resize 256, crop 224, flip), scaled to the input size.
+        """
+        return self._transform(train=True)
+
+    def _transform(self, train: bool) -> Callable:
+        from torchvision import transforms
+
+        size = self.input_size
+        steps: list[Callable] = [_to_rgb]
+        if train:
+            larger = int(round(size * 256 / 224))
+            steps += [
+                transforms.Resize(
+                    (larger, larger), interpolation=transforms.InterpolationMode.BILINEAR
+                ),
+                transforms.RandomCrop(size),
+                transforms.RandomHorizontalFlip(),
+            ]
+        else:
+            steps.append(_SquareResize(size))
+        steps.append(_Normalise(self.mean, self.std))
+        return transforms.Compose(steps)
+
+
+# Transform steps are module-level classes (not lambdas) so DataLoader workers can pickle them.
+def _to_rgb(image: object) -> object:
+    return image.convert("RGB")
+
+
+class _SquareResize:
+    """The resize of ``Backbone.preprocess``: S x S, bilinear (PIL resample=2)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: object) -> object:
+        return image.resize((self.size, self.size), resample=2)
+
+
+class _Normalise:
+    """PIL RGB (0..255) -> (3, S, S) float tensor (x - mean) / std, as ``preprocess``."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.mean, self.std = mean, std
+
+    def __call__(self, image: object) -> object:
+        import torch
+
+        array = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return (array - mean) / std
+
 
 def register_backbone(name: str) -> Callable:
     def decorator(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
@@ -61,11 +122,23 @@ def register_backbone(name: str) -> Callable:
     return decorator
 
 
-def create_backbone(name: str = "efficientnet_lite0", weights: str | None = None) -> Backbone:
-    """Build a backbone by name, in eval mode."""
+def create_backbone(
+    name: str = "efficientnet_lite0", weights: str | None = None, pretrained: bool = True
+) -> Backbone:
+    """Build a backbone by name, in eval mode.
+
+    ``pretrained=False`` builds the architecture only (torchvision models skip loading
+    ImageNet weights): for reopening a fine-tuned model whose weights are saved with it.
+    """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONES)}")
-    backbone = BACKBONES[name](weights=weights)
+    if pretrained:
+        backbone = BACKBONES[name](weights=weights)
+    else:
+        try:
+            backbone = BACKBONES[name](weights=weights, pretrained=False)
+        except TypeError:  # factories without the option build without downloads anyway
+            backbone = BACKBONES[name](weights=weights)
     backbone.module.eval()
     return backbone
 
@@ -145,12 +218,15 @@ def _torchvision_weights(arch: str, weights: str | None) -> dict:
     )
 
 
-def _torchvision(arch: str, weights: str | None, feature_dim: int) -> Backbone:
+def _torchvision(
+    arch: str, weights: str | None, feature_dim: int, pretrained: bool = True
+) -> Backbone:
     import torch
     import torchvision
 
     net = getattr(torchvision.models, arch)(weights=None)
-    net.load_state_dict(_torchvision_weights(arch, weights))
+    if pretrained:
+        net.load_state_dict(_torchvision_weights(arch, weights))
     feature_map = None
     if arch.startswith("resnet"):
         net.fc = torch.nn.Identity()
@@ -163,23 +239,23 @@ def _torchvision(arch: str, weights: str | None, feature_dim: int) -> Backbone:
 
 
 @register_backbone("alexnet")
-def alexnet(weights: str | None = None) -> Backbone:
-    return _torchvision("alexnet", weights, 4096)
+def alexnet(weights: str | None = None, pretrained: bool = True) -> Backbone:
+    return _torchvision("alexnet", weights, 4096, pretrained)
 
 
 @register_backbone("vgg16")
-def vgg16(weights: str | None = None) -> Backbone:
-    return _torchvision("vgg16", weights, 4096)
+def vgg16(weights: str | None = None, pretrained: bool = True) -> Backbone:
+    return _torchvision("vgg16", weights, 4096, pretrained)
 
 
 @register_backbone("vgg19")
-def vgg19(weights: str | None = None) -> Backbone:
-    return _torchvision("vgg19", weights, 4096)
+def vgg19(weights: str | None = None, pretrained: bool = True) -> Backbone:
+    return _torchvision("vgg19", weights, 4096, pretrained)
 
 
 @register_backbone("resnet50")
-def resnet50(weights: str | None = None) -> Backbone:
-    return _torchvision("resnet50", weights, 2048)
+def resnet50(weights: str | None = None, pretrained: bool = True) -> Backbone:
+    return _torchvision("resnet50", weights, 2048, pretrained)
 
 
 @register_backbone("small_cnn")

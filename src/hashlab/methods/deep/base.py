@@ -1,0 +1,487 @@
+"""``DeepHashMethod``: the shared body of every deep hashing method.
+
+A deep method is a :class:`~hashlab.methods.base.HashMethod` (``create(name, n_bits=...)``,
+``fit``, ``encode``, ``save``, ``hashlab.load``) that declares only what is its own:
+
+* ``Config``: a dataclass of the paper's defaults, extending :class:`DeepHashConfig` (the
+  shared training and network options); every field is a constructor keyword, and the
+  values in use are ``model.hparams``;
+* ``build_network(input_dim) -> nn.Module``: the hash head on top of ``input_dim`` features
+  (default :class:`HashHead`: the papers' fc hash layer, optionally after a hidden layer, with
+  the method's ``head_activation``);
+* ``loss(outputs, labels, state) -> scalar``: composed from ``hashlab.losses``;
+* optional trainer hooks (``on_epoch_start`` etc., see ``hashlab.train.trainer``).
+
+The :class:`~hashlab.train.Trainer` does the rest. Two modes (``mode=``):
+
+* ``"frozen"`` (default, the fast CPU path): ``fit(x, y)`` with ``x`` a feature matrix, or a
+  ``Dataset`` whose features are taken as they are or extracted once with ``backbone`` (and
+  cached on disk); the network is [standardise with training mean/std] -> head.
+* ``"finetune"`` (the GPU path; runs on CPU too): ``fit(dataset)`` with a ``Dataset`` of images;
+  the network is backbone -> head, trained end to end with the backbone's training
+  augmentation, the backbone at ``backbone_lr_scale`` times the head's learning rate (the
+  papers fine-tune pretrained layers 10x slower than the new hash layer).
+
+Validation: ``validation_fraction`` of the training items (per class for single-label data)
+is held out for per-epoch validation mAP, best-epoch selection and early stopping; pass
+``fit(..., validation=(x_val, y_val))`` to use an explicit validation split instead.
+
+Saved model directory: ``config.json`` (method, params, hashlab version, backbone, mode,
+preprocessing, training history and protocol) and the weights in ``weights.safetensors``
+when the ``safetensors`` package is installed, else ``weights.pt`` (``torch.save`` of a
+tensor dict, read back with ``weights_only=True``). ``encode_images`` embeds new images with
+the recorded backbone, so an index or service needs nothing but the directory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from hashlab.data.dataset import Dataset, as_multihot
+from hashlab.losses.pairwise import label_similarity
+from hashlab.methods.base import HashMethod, atomic_directory, check_features
+from hashlab.train import FeatureInputs, ImageInputs, InputSource, TrainConfig, Trainer
+from hashlab.train.trainer import TrainState, resolve_device
+
+__all__ = ["DeepHashConfig", "DeepHashMethod", "DeepHashNetwork", "HashHead", "carve_validation"]
+
+MODES = ("frozen", "finetune")
+# options that say how to run, not what to learn: accepted by __init__, not saved as params
+RUNTIME_OPTIONS = ("device", "amp", "progress", "checkpoint_dir", "resume", "num_workers")
+
+
+@dataclass
+class DeepHashConfig:
+    """Options shared by every deep method; subclasses add the paper's own."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    optimizer: str = "adam"
+    patience: int | None = 10
+    validation_fraction: float = 0.1
+    head_hidden: int = 0  # 0: one linear hash layer on the features, as the papers' fc8
+    dropout: float = 0.0
+    mode: str = "frozen"
+    backbone: str = "efficientnet_lite0"
+    backbone_weights: str | None = None
+    backbone_lr_scale: float = 0.1
+    # runtime options (RUNTIME_OPTIONS)
+    device: str | None = None
+    amp: bool = True
+    progress: bool = False
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be 'frozen' or 'finetune', got {self.mode!r}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
+
+    def train_config(self, seed: int) -> TrainConfig:
+        shared = {f.name for f in fields(TrainConfig)}
+        return TrainConfig(seed=seed, **{k: v for k, v in asdict(self).items() if k in shared})
+
+
+class HashHead(nn.Module):
+    """[fc -> ReLU -> dropout ->] fc to K units -> activation ("tanh", "sigmoid", "identity")."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        n_bits: int,
+        hidden: int = 0,
+        dropout: float = 0.0,
+        activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = input_dim
+        if hidden:
+            layers += [nn.Linear(input_dim, hidden), nn.ReLU(), nn.Dropout(dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, n_bits))
+        self.layers = nn.Sequential(*layers)
+        if activation not in ("tanh", "sigmoid", "identity"):
+            raise ValueError(f"unknown head activation {activation!r}")
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.layers(x)
+        if self.activation == "tanh":
+            return torch.tanh(z)
+        if self.activation == "sigmoid":
+            return torch.sigmoid(z)
+        return z
+
+
+class DeepHashNetwork(nn.Module):
+    """[backbone ->] [standardise ->] head. Frozen mode standardises; fine-tune has a backbone."""
+
+    def __init__(self, head: nn.Module, backbone: nn.Module | None, input_dim: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        if backbone is None:
+            self.register_buffer("feature_mean", torch.zeros(input_dim))
+            self.register_buffer("feature_std", torch.ones(input_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backbone is not None:
+            x = self.backbone(x)
+        else:
+            x = (x - self.feature_mean) / self.feature_std
+        return self.head(x)
+
+
+def carve_validation(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) positions: ``fraction`` of each class (uniform for multi-label).
+
+    Returns no validation when there are too few items to hold out at least two.
+    """
+    n = len(labels)
+    if fraction <= 0 or int(n * fraction) < 2:
+        return np.arange(n), np.empty(0, dtype=np.int64)
+    if labels.ndim == 1:
+        held = []
+        for cls in np.unique(labels):
+            members = rng.permutation(np.flatnonzero(labels == cls))
+            count = int(round(len(members) * fraction))
+            held.append(members[: min(count, len(members) - 1)])
+        validation = np.concatenate(held)
+    else:
+        validation = rng.permutation(n)[: int(n * fraction)]
+    train = np.setdiff1d(np.arange(n), validation)
+    return rng.permutation(train), np.sort(validation)
+
+
+class DeepHashMethod(HashMethod):
+    """Base of the deep methods; see the module docstring."""
+
+    supervised: ClassVar[bool] = True
+    Config: ClassVar[type[DeepHashConfig]] = DeepHashConfig
+    #: output activation of the default head
+    head_activation: ClassVar[str] = "tanh"
+    #: bit = 1 where the network output exceeds this (0.5 for sigmoid outputs)
+    code_threshold: ClassVar[float] = 0.0
+
+    def __init__(self, n_bits: int = 32, seed: int = 0, **params: Any) -> None:
+        super().__init__(n_bits=n_bits, seed=seed)
+        known = {f.name for f in fields(self.Config)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(
+                f"{self.name} has no parameter {', '.join(map(repr, unknown))}; "
+                f"its parameters are: {', '.join(sorted(known))}"
+            )
+        self.hparams = self.Config(**params)
+
+    def get_params(self) -> dict[str, Any]:
+        params = {k: v for k, v in asdict(self.hparams).items() if k not in RUNTIME_OPTIONS}
+        return {**super().get_params(), **params}
+
+    # -- what a method declares ---------------------------------------------------------
+    def build_network(self, input_dim: int) -> nn.Module:
+        """The hash head on ``input_dim`` features (override for another architecture)."""
+        config = self.hparams
+        return HashHead(input_dim, self.n_bits, config.head_hidden, config.dropout,
+                        self.head_activation)  # fmt: skip
+
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor, state: TrainState) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} must define loss(outputs, labels, state)")
+
+    # -- trainer hooks (defaults) -------------------------------------------------------
+    def on_train_start(self, state: TrainState) -> None:
+        """Called once before the first epoch of a fresh (not resumed) run."""
+
+    def on_epoch_start(self, state: TrainState) -> None:
+        """Called before each epoch (e.g. HashNet's beta continuation)."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        """Called after each epoch's batches, before validation (e.g. ADSH's code update)."""
+
+    def on_train_end(self, state: TrainState) -> None:
+        """Called once after training, with the best epoch's weights in the network."""
+
+    def epoch_order(self, state: TrainState, rng: np.random.Generator) -> np.ndarray:
+        """Training items of one epoch, in order: a fresh permutation of all of them."""
+        return rng.permutation(len(state.train_labels))
+
+    def parameter_groups(self, network: nn.Module, lr: float) -> list[dict[str, Any]]:
+        """Backbone parameters at ``backbone_lr_scale * lr``, everything else at ``lr``."""
+        backbone = list(network.backbone.parameters()) if network.backbone is not None else []
+        backbone_ids = {id(p) for p in backbone}
+        rest = [p for p in network.parameters() if id(p) not in backbone_ids]
+        groups = [{"params": rest, "lr": lr}]
+        if backbone:
+            groups.append({"params": backbone, "lr": lr * self.hparams.backbone_lr_scale})
+        return groups
+
+    def binarize(self, outputs: torch.Tensor) -> np.ndarray:
+        return (outputs > self.code_threshold).to(torch.uint8).cpu().numpy()
+
+    @staticmethod
+    def similarity(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Tensor:
+        """0/1 label similarity of two multi-hot label batches."""
+        return label_similarity(labels_a, labels_b)
+
+    # -- fit / encode -------------------------------------------------------------------
+    def fit(
+        self,
+        x: np.ndarray | Dataset,
+        y: np.ndarray | None = None,
+        validation: tuple[np.ndarray | Dataset, np.ndarray | None] | None = None,
+    ) -> DeepHashMethod:
+        """Train on features (frozen) or a Dataset (frozen or fine-tune); return ``self``."""
+        config = self.hparams
+        inputs, input_dim, feature_source = self._inputs(x, for_training=True)
+        labels = self._check_labels(y if y is not None else getattr(x, "labels", None), len(inputs))
+        n_classes = as_multihot(labels).shape[1]
+        if validation is not None:
+            val_inputs, _, _ = self._inputs(validation[0], for_training=False)
+            val_y = validation[1] if validation[1] is not None else validation[0].labels
+            val_labels = self._check_labels(val_y, len(val_inputs))
+            n_classes = max(n_classes, as_multihot(val_labels).shape[1])
+            train_inputs, train_labels = inputs, labels
+        else:
+            rng = np.random.default_rng(self.seed)
+            train_pos, val_pos = carve_validation(labels, config.validation_fraction, rng)
+            train_inputs, train_labels = self._subset(x, inputs, train_pos), labels[train_pos]
+            val_inputs = self._subset(x, inputs, val_pos) if len(val_pos) else None
+            val_labels = labels[val_pos]
+        mean, std = self._feature_statistics(train_inputs)
+
+        def build() -> nn.Module:
+            network = self._network(input_dim)
+            if mean is not None:
+                network.feature_mean.copy_(torch.from_numpy(mean))
+                network.feature_std.copy_(torch.from_numpy(std))
+            return network
+
+        fingerprint = {
+            "method": self.name, "n_bits": self.n_bits, "seed": self.seed,
+            "n_train": len(train_inputs), "input_dim": input_dim, "mode": config.mode,
+        }  # fmt: skip
+        trainer = Trainer(config.train_config(self.seed))
+        network, result = trainer.fit(
+            self,
+            build,
+            train_inputs,
+            as_multihot(train_labels, n_classes),
+            None if val_inputs is None else (val_inputs, as_multihot(val_labels, n_classes)),
+            fingerprint=fingerprint,
+        )
+        self.network_ = network
+        self.input_dim_ = int(input_dim)
+        self.extra_config_ = {
+            **getattr(self, "extra_config_", {}),
+            **self._describe_inputs(feature_source),
+            "training": {
+                **result.to_json(),
+                "n_train": len(train_inputs),
+                "n_validation": 0 if val_inputs is None else len(val_inputs),
+                "validation": "explicit split" if validation is not None
+                else f"{config.validation_fraction:.0%} of the training items, per class",
+                "selection": "best validation map@all epoch (never the test queries)",
+            },
+        }  # fmt: skip
+        return self
+
+    def encode(self, x: np.ndarray | Dataset) -> np.ndarray:
+        """(N, K) uint8 codes of features (frozen) or of a Dataset's images / features."""
+        self._check_fitted()
+        inputs, input_dim, _ = self._inputs(x, for_training=False)
+        if self.hparams.mode == "frozen" and input_dim != self.input_dim_:
+            raise ValueError(
+                f"features have {input_dim} dimensions, the model was fitted on {self.input_dim_}"
+            )
+        return self.binarize(self._predict(inputs))
+
+    def encode_images(self, images: Sequence[str | Path | object]) -> np.ndarray:
+        """(N, K) codes of image files or PIL images, through the recorded backbone."""
+        from hashlab.data.images import open_image
+
+        self._check_fitted()
+        pil = [img if hasattr(img, "convert") else open_image(img) for img in images]
+        if not pil:
+            return np.zeros((0, self.n_bits), dtype=np.uint8)
+        device = next(self.network_.parameters()).device
+        backbone = self._backbone()
+        outputs = []
+        with torch.no_grad():
+            for start in range(0, len(pil), 64):
+                chunk = pil[start : start + 64]
+                if self.hparams.mode == "frozen":
+                    backbone.module.to(device).eval()
+                    batch = backbone.module(backbone.preprocess(chunk).to(device))
+                else:
+                    transform = backbone.eval_transform()
+                    batch = torch.stack([transform(img) for img in chunk]).to(device)
+                outputs.append(self.network_.eval()(batch).float())
+        return self.binarize(torch.cat(outputs))
+
+    # -- persistence --------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        self._check_fitted()
+        tensors = {f"network.{k}": v.detach().cpu().contiguous()
+                   for k, v in self.network_.state_dict().items()}  # fmt: skip
+        for key, value in self.state().items():
+            if key != "input_dim_":
+                tensors[f"state.{key}"] = torch.as_tensor(np.asarray(value)).contiguous()
+        with atomic_directory(path) as tmp:
+            weights_file = _save_tensors(tensors, tmp)
+            config = {**self.config(), "input_dim": self.input_dim_, "weights_file": weights_file}
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> DeepHashMethod:
+        path = Path(path)
+        saved = json.loads((path / "config.json").read_text())
+        model = cls(**saved["params"])
+        tensors = _load_tensors(path / saved["weights_file"])
+        model.extra_config_ = saved.get("extra", {})
+        model.input_dim_ = int(saved["input_dim"])
+        network = model._network(model.input_dim_, pretrained=False)
+        network.load_state_dict(
+            {k[len("network.") :]: v for k, v in tensors.items() if k.startswith("network.")}
+        )
+        for key, value in tensors.items():
+            if key.startswith("state."):
+                setattr(model, key[len("state.") :], value.numpy())
+        model.network_ = network.to(resolve_device(model.hparams.device)).eval()
+        return model
+
+    # -- internals ----------------------------------------------------------------------
+    def _backbone(self) -> Any:
+        from hashlab.backbones import create_backbone
+
+        if getattr(self, "_backbone_cache", None) is None:
+            pretrained = self.hparams.mode == "frozen"  # fine-tuned weights live in network_
+            self._backbone_cache = create_backbone(
+                self.hparams.backbone, self.hparams.backbone_weights, pretrained=pretrained
+            )
+        return self._backbone_cache
+
+    def _network(self, input_dim: int, pretrained: bool = True) -> DeepHashNetwork:
+        if self.hparams.mode == "finetune":
+            from hashlab.backbones import create_backbone
+
+            backbone = create_backbone(
+                self.hparams.backbone, self.hparams.backbone_weights, pretrained=pretrained
+            )
+            return DeepHashNetwork(self.build_network(backbone.feature_dim), backbone.module,
+                                   backbone.feature_dim)  # fmt: skip
+        return DeepHashNetwork(self.build_network(input_dim), None, input_dim)
+
+    def _inputs(self, x: Any, for_training: bool) -> tuple[InputSource, int, str]:
+        """(input source, feature dimension, where the features come from)."""
+        config = self.hparams
+        if isinstance(x, Dataset):
+            if config.mode == "finetune":
+                backbone = self._backbone()
+                source = ImageInputs(x, backbone.train_transform(), backbone.eval_transform(),
+                                     config.num_workers)  # fmt: skip
+                return source, backbone.feature_dim, f"{config.backbone} (fine-tuned)"
+            from hashlab.data.catalog import dataset_features
+
+            features, source_text = dataset_features(
+                x, config.backbone, config.backbone_weights, progress=config.progress
+            )
+            return FeatureInputs(check_features(features)), features.shape[1], source_text
+        if config.mode == "finetune":
+            raise ValueError(
+                "mode='finetune' trains the backbone on images: pass a hashlab Dataset with "
+                "images, not a feature matrix"
+            )
+        features = check_features(x, "training features" if for_training else "features")
+        return FeatureInputs(features), features.shape[1], f"features given ({config.backbone})"
+
+    @staticmethod
+    def _subset(x: Any, inputs: InputSource, positions: np.ndarray) -> InputSource:
+        if isinstance(inputs, FeatureInputs):
+            return FeatureInputs(inputs.features.numpy()[positions])
+        return ImageInputs(x.subset(positions), inputs.train_items.transform,
+                           inputs.eval_items.transform, inputs.num_workers)  # fmt: skip
+
+    @staticmethod
+    def _feature_statistics(inputs: InputSource) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if not isinstance(inputs, FeatureInputs):
+            return None, None
+        features = inputs.features.numpy().astype(np.float64)
+        # a constant feature (std 0) is left unscaled rather than divided by zero
+        std = features.std(axis=0)
+        return features.mean(axis=0).astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(
+            np.float32
+        )
+
+    def _predict(self, inputs: InputSource) -> torch.Tensor:
+        device = next(self.network_.parameters()).device
+        self.network_.eval()
+        outputs = []
+        with torch.no_grad():
+            for _, batch in inputs.batches(np.arange(len(inputs)), 512, False):
+                outputs.append(self.network_(batch.to(device)).float())
+        return torch.cat(outputs)
+
+    def _describe_inputs(self, feature_source: str) -> dict[str, Any]:
+        config = self.hparams
+        described: dict[str, Any] = {
+            "backbone": config.backbone,
+            "backbone_weights": config.backbone_weights,
+            "mode": config.mode,
+            "feature_source": feature_source,
+        }
+        try:
+            from hashlab.backbones.cache import _SIZE_HINTS
+
+            size = _SIZE_HINTS.get(config.backbone, 224)
+        except ImportError:  # pragma: no cover - the cache module is part of hashlab
+            size = 224
+        described["preprocessing"] = {
+            "input_size": size,
+            "resize": "square, bilinear",
+            "backbone_normalisation": "the backbone's own mean / std (hashlab.backbones)",
+            "head_input": "standardised with training mean / std" if config.mode == "frozen"
+            else "backbone output",
+        }  # fmt: skip
+        return described
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], folder: Path) -> str:
+    try:
+        from safetensors.torch import save_file
+    except ModuleNotFoundError:
+        torch.save(tensors, folder / "weights.pt")
+        return "weights.pt"
+    save_file({k: v.clone() for k, v in tensors.items()}, str(folder / "weights.safetensors"))
+    return "weights.safetensors"
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"model weights {path} are missing")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ModuleNotFoundError:
+            raise ValueError(
+                f"{path} needs the safetensors package to be read: pip install safetensors"
+            ) from None
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
