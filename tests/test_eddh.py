@@ -253,3 +253,68 @@ def test_theta_losses_batches_sum_to_the_theta_terms_of_the_objective() -> None:
         eddh_theta_loss(u_expanded, gram, sv[:5], s_sq[:5], None, w["n_bits"], 0.0, 24) * 5 * 24
     ).backward()
     torch.testing.assert_close(u_expanded.grad, u_direct.grad)
+
+
+# -- the method -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits_split(digits):
+    x, y = digits
+    order = np.random.default_rng(0).permutation(len(x))
+    query, train = order[:200], order[200:800]
+    return x[train], y[train], x[query], y[query]
+
+
+def _map_all(model, digits_split) -> float:
+    from hashlab.metrics import evaluate
+
+    x_train, y_train, x_query, y_query = digits_split
+    codes = model.encode(x_query), model.encode(x_train)
+    return evaluate(*codes, y_query, y_train, metrics=["map@all"])["map@all"]
+
+
+def test_eddh_learns_registers_and_round_trips(digits_split, tmp_path: Path) -> None:
+    import hashlab
+    import hashlab.methods.deep.eddh  # noqa: F401  (until the deep package imports it)
+
+    assert "eddh" in hashlab.list_methods()
+    x_train, y_train, x_query, _ = digits_split
+    model = hashlab.create("eddh", n_bits=16, epochs=6, batch_size=128, n_pairs=1000)
+    model.fit(x_train, y_train)
+    codes = model.encode(x_query)
+    assert codes.shape == (200, 16) and codes.dtype == np.uint8
+    fit = model.extra_config_["similarity_fit"]
+    assert fit["alpha"] == pytest.approx((fit["iota"] - fit["sigma_l"]) * np.e)
+    assert model.label_transfer_.shape == (10, 16)
+    eddh_map = _map_all(model, digits_split)
+    lsh_map = _map_all(hashlab.create("lsh", n_bits=16).fit(x_train), digits_split)
+    assert eddh_map > lsh_map + 0.25, (eddh_map, lsh_map)  # supervised codes, real data
+    model.save(tmp_path / "eddh")
+    reloaded = hashlab.load(tmp_path / "eddh")
+    np.testing.assert_array_equal(reloaded.encode(x_query), codes)
+    np.testing.assert_array_equal(reloaded.label_transfer_, model.label_transfer_)
+
+
+@pytest.mark.parametrize(
+    "switch",
+    [{"similarity": "binary"}, {"codes": "relaxed"}, {"label_transfer": False},
+     {"pairing": "symmetric"}],
+)  # fmt: skip
+def test_eddh_ablation_switches_train(digits_split, switch: dict) -> None:
+    import hashlab
+    import hashlab.methods.deep.eddh  # noqa: F401
+
+    x_train, y_train, *_ = digits_split
+    model = hashlab.create("eddh", n_bits=12, epochs=2, batch_size=128, n_pairs=500, **switch)
+    model.fit(x_train, y_train)
+    assert model.get_params()[next(iter(switch))] == next(iter(switch.values()))
+    assert _map_all(model, digits_split) > 0.25
+
+
+def test_eddh_rejects_bad_switches() -> None:
+    import hashlab
+    import hashlab.methods.deep.eddh  # noqa: F401
+
+    with pytest.raises(ValueError, match="similarity"):
+        hashlab.create("eddh", similarity="fuzzy")
+    with pytest.raises(ValueError, match="frozen"):
+        hashlab.create("eddh", mode="finetune")
