@@ -207,3 +207,41 @@ def test_finetune_mode_trains_the_backbone_end_to_end(small_digit_images, tmp_pa
     )
     model.save(tmp_path / "tuned")
     np.testing.assert_array_equal(hashlab.load(tmp_path / "tuned").encode(data), codes)
+
+
+def test_cli_train_then_encode_a_folder_of_images(tmp_path, monkeypatch, capsys):
+    """hashlab train on an image folder, then hashlab encode: the codes match the model's."""
+    from PIL import Image
+
+    from hashlab.cli import main
+
+    monkeypatch.setenv("HASHLAB_CACHE", str(tmp_path / "cache"))
+    digits = load_digits_dataset()
+    for digit in range(3):
+        (tmp_path / "images" / str(digit)).mkdir(parents=True)
+        for i in np.flatnonzero(digits.labels == digit)[:30]:
+            Image.fromarray(digits.images[i]).save(tmp_path / "images" / str(digit) / f"{i}.png")
+    model_dir = tmp_path / "model"
+    code = main(["train", "--method", "dch", "--dataset", "folder", "--root",
+                 str(tmp_path / "images"), "--bits", "16", "--epochs", "3", "--backbone",
+                 "small_cnn", "--device", "cpu", "--out", str(model_dir)])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "test map@all" in printed and "validation" in printed
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["extra"]["backbone"] == "small_cnn"
+    assert "per-class" in config["extra"]["protocol"]
+    assert (tmp_path / "model.ckpt" / "last.pt").is_file()
+
+    codes_file = tmp_path / "codes.npy"
+    assert main(["encode", str(model_dir), "--images", str(tmp_path / "images"),
+                 "--out", str(codes_file)]) == 0  # fmt: skip
+    codes = np.load(codes_file)
+    paths = codes_file.with_suffix(".paths.txt").read_text().split()
+    assert codes.shape == (90, 16) and len(paths) == 90
+    model = hashlab.load(model_dir)
+    np.testing.assert_array_equal(codes[:5], model.encode_images(paths[:5]))
+
+    assert main(["encode", str(model_dir), "--images", str(tmp_path / "nowhere"),
+                 "--out", str(codes_file)]) == 2  # fmt: skip
+    assert "is not a folder" in capsys.readouterr().err

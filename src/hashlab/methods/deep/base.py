@@ -329,6 +329,13 @@ class DeepHashMethod(HashMethod):
                 if self.hparams.mode == "frozen":
                     backbone.module.to(device).eval()
                     batch = backbone.module(backbone.preprocess(chunk).to(device))
+                    if batch.shape[1] != self.input_dim_:
+                        source = self.extra_config_.get("feature_source", "other features")
+                        raise ValueError(
+                            f"this model was trained on {self.input_dim_}-d features "
+                            f"({source}), not on {self.hparams.backbone} features "
+                            f"({batch.shape[1]}-d), so it cannot encode images"
+                        )
                 else:
                     transform = backbone.eval_transform()
                     batch = torch.stack([transform(img) for img in chunk]).to(device)
@@ -410,7 +417,8 @@ class DeepHashMethod(HashMethod):
                 "images, not a feature matrix"
             )
         features = check_features(x, "training features" if for_training else "features")
-        return FeatureInputs(features), features.shape[1], f"features given ({config.backbone})"
+        source = f"a feature matrix passed to fit (taken to be {config.backbone} features)"
+        return FeatureInputs(features), features.shape[1], source
 
     @staticmethod
     def _subset(x: Any, inputs: InputSource, positions: np.ndarray) -> InputSource:
