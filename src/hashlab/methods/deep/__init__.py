@@ -1,9 +1,23 @@
-"""Deep hashing methods: each module registers one method on import.
+"""Deep hashing methods: each module registers one or more methods on import.
 
-``DeepHashMethod`` (``base.py``) is the shared body; see its docstring for how to add one.
+``DeepHashMethod`` (``base.py``) is the shared body of the label-supervised methods; see its
+docstring for how to add one. Modules: DSH, DPSH, DHN, HashNet, DCH, DNNH, ADSH (one file
+each), EDDH (``eddh.py``), and the tag-supervised IDEA family and WDHT (``idea.py``,
+``wdht.py`` on ``tagged.py``).
 """
 
-from hashlab.methods.deep import adsh, dch, dhn, dnnh, dpsh, dsh, hashnet  # noqa: F401
+from hashlab.methods.deep import (  # noqa: F401
+    adsh,
+    dch,
+    dhn,
+    dnnh,
+    dpsh,
+    dsh,
+    eddh,
+    hashnet,
+    idea,
+    wdht,
+)
 from hashlab.methods.deep.base import DeepHashConfig, DeepHashMethod, DeepHashNetwork, HashHead
 
 __all__ = ["DeepHashConfig", "DeepHashMethod", "DeepHashNetwork", "HashHead"]
