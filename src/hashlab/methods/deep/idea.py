@@ -129,30 +129,30 @@ class IDEA(TagSupervisedMethod):
 
     def __init__(self, n_bits: int = 32, seed: int = 0, **params: Any) -> None:
         config = IDEAConfig(**{**self.variant_defaults, **params})
-        super().__init__(n_bits=n_bits, seed=seed, config=config)
+        super().__init__(n_bits=n_bits, seed=seed, hparams=config)
 
     def pool(self, x: Any) -> np.ndarray:
         maps = np.asarray(x, dtype=np.float32)
         if maps.ndim == 2:  # already pooled vectors (only meaningful for IDEA-A)
-            if self.config.attention:
+            if self.hparams.attention:
                 raise ValueError("IDEA needs region feature maps (N, C, H, W), got (N, D)")
             return maps
-        return context_pool(maps, self.config.attention, self.config.attention_temperature)
+        return context_pool(maps, self.hparams.attention, self.hparams.attention_temperature)
 
     def build_network(self, in_dim: int, tag_dim: int, n_tags: int) -> nn.Module:
-        n_classes = n_tags if self.config.lambda4 != 0 else 0
-        return IDEANetwork(in_dim, self.n_bits, tag_dim, n_classes, self.config.hidden)
+        n_classes = n_tags if self.hparams.lambda4 != 0 else 0
+        return IDEANetwork(in_dim, self.n_bits, tag_dim, n_classes, self.hparams.hidden)
 
     def loss(self, outputs: torch.Tensor, tag_targets: torch.Tensor, state: Any) -> torch.Tensor:
         n_bits, tag_dim, _ = state.network.split_sizes
         h1, h2 = outputs[:, :n_bits], outputs[:, n_bits : n_bits + tag_dim]
-        logits = outputs[:, n_bits + tag_dim :] if self.config.lambda4 != 0 else None
+        logits = outputs[:, n_bits + tag_dim :] if self.hparams.lambda4 != 0 else None
         t = self.batch_tag_embeddings(state)
         terms = idea_loss(
             h1, h2, logits, t, tag_targets,
-            lambda1=self.config.lambda1, lambda3=self.config.lambda3,
-            lambda4=self.config.lambda4, margin=self.config.margin,
-            reduction=self.config.reduction,  # type: ignore[arg-type]
+            lambda1=self.hparams.lambda1, lambda3=self.hparams.lambda3,
+            lambda4=self.hparams.lambda4, margin=self.hparams.margin,
+            reduction=self.hparams.reduction,  # type: ignore[arg-type]
         )  # fmt: skip
         return terms["total"]
 
@@ -160,14 +160,14 @@ class IDEA(TagSupervisedMethod):
         """The paper's two learning rates: backbone 0.001 (here the adapter), heads 0.01."""
         adapter = list(network.adapter.parameters())
         heads = [p for n, p in network.named_parameters() if not n.startswith("adapter.")]
-        return [{"params": adapter, "lr": lr * self.config.backbone_lr_ratio},
+        return [{"params": adapter, "lr": lr * self.hparams.backbone_lr_ratio},
                 {"params": heads, "lr": lr}]  # fmt: skip
 
     def binarize(self, outputs: torch.Tensor) -> np.ndarray:
         return binarize(outputs[:, : self.n_bits]).cpu().numpy()
 
     def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), **asdict(self.config)}
+        return {**super().get_params(), **asdict(self.hparams)}
 
 
 @register("idea_l")

@@ -57,9 +57,9 @@ class TagSupervisedMethod(HashMethod):
     supervised: ClassVar[bool] = False
     weak_supervision: ClassVar[str] = "tags"
 
-    def __init__(self, n_bits: int = 32, seed: int = 0, config: Any = None) -> None:
+    def __init__(self, n_bits: int = 32, seed: int = 0, hparams: Any = None) -> None:
         super().__init__(n_bits=n_bits, seed=seed)
-        self.config = config
+        self.hparams = hparams
 
     # -- what a method supplies -------------------------------------------------------------
     @abstractmethod
@@ -106,7 +106,7 @@ class TagSupervisedMethod(HashMethod):
         self.scale_ = pooled.std(axis=0) + 1e-6
         inputs = (pooled - self.mean_) / self.scale_
         self._tag_embeddings = torch.from_numpy(t)
-        cfg = self.config
+        cfg = self.hparams
         trainer = Trainer(
             TrainConfig(
                 epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer="sgd",

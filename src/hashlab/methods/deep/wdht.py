@@ -52,7 +52,7 @@ class WDHT(TagSupervisedMethod):
     """Tag-embedding cosine similarity as the pairwise target of a tanh hash layer."""
 
     def __init__(self, n_bits: int = 32, seed: int = 0, **params: Any) -> None:
-        super().__init__(n_bits=n_bits, seed=seed, config=WDHTConfig(**params))
+        super().__init__(n_bits=n_bits, seed=seed, hparams=WDHTConfig(**params))
 
     def pool(self, x: Any) -> np.ndarray:
         maps = np.asarray(x, dtype=np.float32)
@@ -63,16 +63,16 @@ class WDHT(TagSupervisedMethod):
         return maps
 
     def build_network(self, in_dim: int, tag_dim: int, n_tags: int) -> nn.Module:
-        hidden = self.config.hidden
+        hidden = self.hparams.hidden
         return nn.Sequential(
             nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, self.n_bits), nn.Tanh()
         )
 
     def loss(self, outputs: torch.Tensor, tag_targets: torch.Tensor, state: Any) -> torch.Tensor:
-        return tag_similarity_loss(outputs, self.batch_tag_embeddings(state), self.config.beta)
+        return tag_similarity_loss(outputs, self.batch_tag_embeddings(state), self.hparams.beta)
 
     def binarize(self, outputs: torch.Tensor) -> np.ndarray:
         return (outputs > 0).to(torch.uint8).cpu().numpy()
 
     def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), **asdict(self.config)}
+        return {**super().get_params(), **asdict(self.hparams)}
