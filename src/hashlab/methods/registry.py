@@ -32,6 +32,7 @@ _METHOD_MODULES = (
     "hashlab.methods.ksh",
     "hashlab.methods.bre",
     "hashlab.methods.deep",
+    "hashlab.methods.cross_modal",
 )
 
 

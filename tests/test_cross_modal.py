@@ -1,0 +1,245 @@
+"""Cross-modal hashing: loss terms by hand, the orthogonal regulariser, data loaders, text
+featurisation, and short real Wikipedia runs that must beat random codes both ways."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import hashlab
+from hashlab.data.dataset import DataError
+from hashlab.data.wikipedia import load_mirflickr_pairs, load_wikipedia, wikipedia_split
+from hashlab.losses import cross_modal as losses
+from hashlab.methods.cross_modal import text_features_from_file, text_to_features
+from hashlab.methods.cross_modal.lbo_cmh import paper_margin, sample_triplets, scaled_learning_rate
+from hashlab.methods.cross_modal.text import TextFeaturizerError
+from hashlab.metrics import evaluate
+
+WIKI = Path("/work/shared/data/wikipedia/wiki_data.mat")
+MIRFLICKR = Path("/work/shared/data/mirflickr25k")
+
+
+@pytest.fixture(scope="module")
+def wiki():
+    data = load_wikipedia(WIKI)
+    return data, wikipedia_split(data)
+
+
+# -- loss terms against hand-computed values -------------------------------------------------
+Q = torch.tensor([[0.9, 0.2], [0.5, 0.5]])
+P = torch.tensor([[0.8, 0.1], [0.5, 0.4]])
+N = torch.tensor([[0.1, 0.9], [0.5, 0.5]])
+
+
+def test_triplet_distances_by_hand():
+    d_pos, d_neg = losses.triplet_distances(Q, P, N)
+    # row 0: (0.1^2 + 0.1^2) = 0.02, (0.8^2 + 0.7^2) = 1.13; row 1: 0.01, 0
+    assert torch.allclose(d_pos, torch.tensor([0.02, 0.01]))
+    assert torch.allclose(d_neg, torch.tensor([1.13, 0.0]))
+
+
+def test_l1_margin_hinge_by_hand():
+    d_pos, d_neg = torch.tensor([0.02, 0.01]), torch.tensor([1.13, 0.0])
+    # beta = 1: max(0, 1 + 0.02 - 1.13) = 0, max(0, 1 + 0.01 - 0) = 1.01 -> mean 0.505
+    assert losses.margin_hinge_loss(d_pos, d_neg, 1.0).item() == pytest.approx(0.505)
+
+
+def test_l2_distance_cross_entropy_by_hand():
+    d_pos, d_neg = torch.tensor([0.0, 2.0]), torch.tensor([0.0, 1.0])
+    expected = (np.log(2) + np.log(2) + np.log(1 + np.e**2) + np.log(1 + np.e**-1)) / 2
+    assert losses.distance_cross_entropy_loss(d_pos, d_neg).item() == pytest.approx(expected)
+    # no overflow for distances far beyond exp's range
+    big = losses.distance_cross_entropy_loss(torch.tensor([1000.0]), torch.tensor([0.0]))
+    assert big.item() == pytest.approx(1000 + np.log(2))
+
+
+def test_l3_code_feature_distance_by_hand():
+    # H(Q) = [[1,0],[1,1]] -> |H-F| rows 0.1+0.2, 0.5+0.5; H(P) rows 0.2+0.1, 0.5+0.4;
+    # H(N) rows 0.1+0.1, 0.5+0.5. Mean over rows per part: 0.65 + 0.6 + 0.6
+    assert losses.code_feature_l1_loss(Q, P, N).item() == pytest.approx(1.85)
+
+
+def test_l4_bias_and_weight_l2_by_hand():
+    w = [torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0]])]
+    assert losses.weight_l2_regulariser(w, 0.1).item() == pytest.approx(1.4)
+    assert losses.bias_l2_regulariser([torch.tensor([1.0, -1.0])], 0.01).item() == pytest.approx(
+        0.02
+    )
+
+
+def test_orthogonal_regulariser_by_hand_and_zero_when_orthogonal():
+    w = torch.tensor([[1.0, 1.0], [0.0, 1.0]])  # W W^T = [[2,1],[1,1]]; minus I: 1+1+1+0 = 3
+    assert losses.orthogonal_regulariser([w], 2.0).item() == pytest.approx(6.0)
+    q, _ = torch.linalg.qr(torch.randn(7, 7, generator=torch.Generator().manual_seed(0)))
+    semi = q[:3]  # orthonormal rows, (3, 7): Gram of the smaller side is exactly I
+    assert losses.orthogonal_regulariser([q, semi, semi.T], 1.0).item() == pytest.approx(
+        0.0, abs=1e-10
+    )
+
+
+@pytest.mark.parametrize("shape", [(5, 12), (12, 5), (6, 6)])
+def test_orthogonal_regulariser_gradient_matches_autograd(shape):
+    w = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    w.requires_grad_()
+    losses.orthogonal_regulariser([w], 1e-2).backward()
+    closed_form = losses.orthogonal_regulariser_gradient(w.detach(), 1e-2)  # Eq. 17
+    assert torch.allclose(w.grad, closed_form, atol=1e-12)
+
+
+def test_dcmh_terms_by_hand():
+    f = torch.tensor([[2.0, 0.0]])
+    g = torch.tensor([[1.0, 1.0], [-1.0, 1.0]])
+    s = torch.tensor([[1.0, 0.0]])
+    # Theta = 0.5 F G^T = [1, -1]: -(1 - ln(1+e)) - (0 - ln(1+e^-1))
+    expected = -(1 - np.log(1 + np.e)) + np.log(1 + np.e**-1)
+    assert losses.dcmh_inter_modal_likelihood(f, g, s).item() == pytest.approx(expected)
+    assert losses.dcmh_quantisation_loss(torch.tensor([[1.0, -1.0]]), f).item() == 2.0
+    assert losses.dcmh_balance_loss(g).item() == pytest.approx(0.0 + 4.0)
+
+
+def test_paper_settings():
+    assert [paper_margin(b) for b in (16, 32, 64)] == [6, 8, 10]
+    assert [scaled_learning_rate(b, base_lr=0.02) for b in (512, 2048, 8192)] == pytest.approx(
+        [0.02, 0.04, 0.08]
+    )
+
+
+def test_triplet_sampling_respects_labels():
+    labels = np.array([0, 0, 1, 1, 2, 5])  # class 5 has no other item: still its own pair
+    similar = labels[:, None] == labels[None]
+    triplets = sample_triplets(similar, 4, np.random.default_rng(0))
+    assert triplets.shape == (24, 3)
+    assert similar[triplets[:, 0], triplets[:, 1]].all()
+    assert not similar[triplets[:, 0], triplets[:, 2]].any()
+    assert np.bincount(triplets[:, 0]).tolist() == [4] * 6
+
+
+# -- data ------------------------------------------------------------------------------------
+def test_load_wikipedia(wiki):
+    data, split = wiki
+    assert data.features.shape == (2866, 128) and data.text.shape == (2866, 10)
+    assert data.labels.min() == 0 and data.labels.max() == 9
+    assert len(split.query) == 693 and len(split.train) == 2173
+    assert np.array_equal(split.train, split.database)
+    assert data.info["text_featurizer"]["kind"] == "lda"
+
+
+def test_mirflickr_pairs_need_image_features(tmp_path):
+    with pytest.raises(DataError, match="need image features"):
+        load_mirflickr_pairs(MIRFLICKR)
+    with pytest.raises(DataError, match="one row per YAll"):
+        load_mirflickr_pairs(MIRFLICKR, image_features=np.zeros((10, 4)))
+    features = np.random.default_rng(0).standard_normal((20015, 8)).astype(np.float32)
+    np.save(tmp_path / "img.npy", features)
+    pairs = load_mirflickr_pairs(MIRFLICKR, image_features=tmp_path / "img.npy")
+    assert pairs.text.shape == (20015, 1386) and pairs.labels.shape == (20015, 24)
+    assert pairs.info["text_featurizer"]["kind"] == "bow"
+    assert len(pairs.info["text_featurizer"]["vocabulary"]) == 1386
+
+
+# -- models ----------------------------------------------------------------------------------
+def _both_ways(model, data, split):
+    q, db = split.query, split.train
+    i2t = evaluate(
+        model.encode(data.features[q], "image"),
+        model.encode(data.text[db], "text"),
+        data.labels[q],
+        data.labels[db],
+        metrics=["map@all"],
+    )["map@all"]
+    t2i = evaluate(
+        model.encode(data.text[q], "text"),
+        model.encode(data.features[db], "image"),
+        data.labels[q],
+        data.labels[db],
+        metrics=["map@all"],
+    )["map@all"]
+    return i2t, t2i
+
+
+def test_lbo_cmh_short_run_beats_random_codes_both_ways(wiki, tmp_path):
+    data, split = wiki
+    model = hashlab.create("lbo_cmh", n_bits=16, epochs=40, hidden=128, learning_rate=0.01)
+    model.fit(
+        data.features[split.train],
+        data.text[split.train],
+        data.labels[split.train],
+        text_featurizer=data.info["text_featurizer"],
+    )
+    i2t, t2i = _both_ways(model, data, split)
+    rng = np.random.default_rng(0)
+    random_map = evaluate(
+        rng.integers(0, 2, (693, 16), dtype=np.uint8),
+        rng.integers(0, 2, (2173, 16), dtype=np.uint8),
+        data.labels[split.query],
+        data.labels[split.train],
+        metrics=["map@all"],
+    )["map@all"]
+    assert i2t > random_map + 0.05 and t2i > random_map + 0.1, (i2t, t2i, random_map)
+    # save / load keeps the codes and the recorded text featurizer
+    reloaded = hashlab.load(model.save(tmp_path / "model"))
+    for modality, x in (("image", data.features[:50]), ("text", data.text[:50])):
+        codes = reloaded.encode(x, modality=modality)
+        assert codes.dtype == np.uint8 and codes.shape == (50, 16)
+        assert np.array_equal(codes, model.encode(x, modality=modality))
+    assert reloaded.text_featurizer["kind"] == "lda"
+    with pytest.raises(TextFeaturizerError, match="--text-features"):
+        text_to_features(reloaded, "a battle in 1815")
+    np.save(tmp_path / "t.npy", data.text[:3])
+    assert text_features_from_file(reloaded, tmp_path / "t.npy").shape == (3, 10)
+    np.save(tmp_path / "bad.npy", np.zeros((2, 4)))
+    with pytest.raises(TextFeaturizerError, match=r"\(N, 10\)"):
+        text_features_from_file(reloaded, tmp_path / "bad.npy")
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("dcmh", {"epochs": 5}),
+        ("seph", {"n_anchors": 100, "anchors": "random", "code_iterations": 10}),
+        ("cmfh", {"iterations": 10}),
+    ],
+)
+def test_baselines_fit_encode_save_load(wiki, tmp_path, name, params):
+    data, split = wiki
+    train = split.train[:800]
+    model = hashlab.create(name, n_bits=16, **params)
+    model.fit(data.features[train], data.text[train], data.labels[train])
+    reloaded = hashlab.load(model.save(tmp_path / name))
+    codes = reloaded.encode(data.text[:20], modality="text")
+    assert codes.shape == (20, 16) and set(np.unique(codes)) <= {0, 1}
+    assert np.array_equal(codes, model.encode(data.text[:20], modality="text"))
+    with pytest.raises(ValueError, match="modality"):
+        model.encode(data.text[:2], modality="audio")
+    with pytest.raises(ValueError, match="dimensions"):
+        model.encode(data.text[:2], modality="image")
+
+
+def test_fit_without_texts_is_a_clear_error(wiki):
+    data, _ = wiki
+    with pytest.raises(ValueError, match="cross-modal"):
+        hashlab.create("cmfh", n_bits=8).fit(data.features[:50], data.labels[:50])
+
+
+def test_text_query_as_bag_of_words():
+    pairs_vocab = load_mirflickr_pairs(
+        MIRFLICKR, image_features=np.zeros((20015, 4), dtype=np.float32)
+    )
+    rows = np.arange(600)
+    rng = np.random.default_rng(0)
+    model = hashlab.create("cmfh", n_bits=8, iterations=5).fit(
+        rng.standard_normal((600, 4)),
+        pairs_vocab.text[rows],
+        pairs_vocab.labels[rows],
+        text_featurizer=pairs_vocab.info["text_featurizer"],
+    )
+    vocab = pairs_vocab.info["text_featurizer"]["vocabulary"]
+    features = text_to_features(model, "Sky, CLOUDS and a sunset!")
+    assert features.shape == (1, 1386)
+    assert {vocab[i] for i in np.flatnonzero(features[0])} == {"sky", "clouds", "sunset"}
+    assert model.encode(features, modality="text").shape == (1, 8)
+    with pytest.raises(TextFeaturizerError, match="vocabulary"):
+        text_to_features(model, "qwertyuiop zxcvbnm")
