@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from hashlab.metrics import evaluate, pr_curve
 from tqdm.auto import tqdm
 
 import hashlab
 from hashlab.data.dataset import Dataset
+from hashlab.metrics import evaluate, pr_curve
 
 DEFAULT_METRICS = ("map@all", "map@r2", "precision@r2", "recall@r2")
 
