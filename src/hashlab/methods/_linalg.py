@@ -8,7 +8,7 @@ result.
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
+from scipy import linalg, sparse
 
 __all__ = [
     "check_bits_available",
@@ -38,8 +38,10 @@ def pca_directions(centred: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     """
     n = centred.shape[0]
     covariance = centred.T @ centred / max(n - 1, 1)
-    variances, vectors = np.linalg.eigh(covariance)
-    order = np.argsort(variances)[::-1][:k]
+    d = len(covariance)
+    # only the top k eigenpairs: much cheaper than the full decomposition for k << D
+    variances, vectors = linalg.eigh(covariance, subset_by_index=[d - k, d - 1])
+    order = np.argsort(variances)[::-1]
     vectors = vectors[:, order]
     flip = np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(vectors.shape[1])])
     return vectors * np.where(flip == 0, 1.0, flip), variances[order]

@@ -1,7 +1,8 @@
 """CCA-ITQ: Iterative Quantization on a supervised (CCA) embedding.
 
 Gong, Lazebnik, Gordo & Perronnin, "Iterative Quantization: A Procrustean Approach to
-Learning Binary Codes for Large-Scale Image Retrieval", TPAMI 2013 (Sec. 4; CVPR 2011 Sec. 3.2).
+Learning Binary Codes for Large-Scale Image Retrieval", TPAMI 2013 (the supervised variant,
+also in the CVPR 2011 paper).
 PCA is replaced by canonical correlation analysis between the features X and the label
 indicator matrix Y: the directions w maximise corr(X w, Y v), i.e. solve the regularised
 generalised eigenproblem

