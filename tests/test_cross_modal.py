@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 import hashlab
 from hashlab.data.dataset import DataError
@@ -18,8 +19,8 @@ from hashlab.methods.cross_modal.lbo_cmh import paper_margin, sample_triplets, s
 from hashlab.methods.cross_modal.text import TextFeaturizerError
 from hashlab.metrics import evaluate
 
-WIKI = Path("/work/shared/data/wikipedia/wiki_data.mat")
-MIRFLICKR = Path("/work/shared/data/mirflickr25k")
+WIKI = Path(f"{SHARED_DATA}/wikipedia/wiki_data.mat")
+MIRFLICKR = Path(f"{SHARED_DATA}/mirflickr25k")
 
 
 @pytest.fixture(scope="module")

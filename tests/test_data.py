@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 
 from hashlab.backbones import cache
@@ -39,7 +40,7 @@ from hashlab.data import (
 )
 from hashlab.data.mirflickr import load_mat_array
 
-DATA = Path("/work/shared/data")
+DATA = Path(SHARED_DATA)
 MIRFLICKR = DATA / "mirflickr25k"
 
 

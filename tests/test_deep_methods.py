@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 import hashlab
 from hashlab.data.digits import load_digits_dataset
@@ -49,7 +50,7 @@ def cifar_features_if_cached():
         from hashlab.backbones.cache import feature_cache_path
         from hashlab.data.cifar10 import load_cifar10
 
-        data = load_cifar10("/work/shared/data/cifar10_jpg.tar.gz")
+        data = load_cifar10(f"{SHARED_DATA}/cifar10_jpg.tar.gz")
         folder = feature_cache_path("cifar10", "efficientnet_lite0", 224, data.image_paths)
     except Exception:  # no data or no unpacked copy: CI uses digits
         return None
@@ -260,7 +261,7 @@ def test_multi_label_training_on_mirflickr_tags():
     1,386-d user-tag vectors as features: DCH still beats ITQ."""
     from hashlab.data.mirflickr import load_mirflickr
 
-    data = load_mirflickr("/work/shared/data/mirflickr25k")
+    data = load_mirflickr(f"{SHARED_DATA}/mirflickr25k")
     x, y = data.tags.astype(np.float32), data.labels
     split = make_split(y, protocol="random", seed=0, n_query=200, n_train=1000)
     database = split.database[:3000]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from sklearn.datasets import load_digits
 
 from hashlab.losses.eddh import (
@@ -28,7 +29,7 @@ from hashlab.similarity import (
 
 MIRFLICKR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mirflickr25k"
 if not MIRFLICKR.is_dir():
-    MIRFLICKR = Path("/work/shared/data/mirflickr25k")
+    MIRFLICKR = Path(f"{SHARED_DATA}/mirflickr25k")
 
 
 @pytest.fixture(scope="module")

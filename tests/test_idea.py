@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 import hashlab.methods.deep.idea as idea_module
 import hashlab.methods.deep.wdht  # noqa: F401  (registers "wdht")
@@ -25,7 +26,7 @@ from hashlab.losses.idea import (
 from hashlab.methods.deep.idea import IDEA, IDEAA, IDEAL, context_pool, region_attention
 from hashlab.methods.deep.tagged import TagSupervisedMethod
 
-MIRFLICKR = "/work/shared/data/mirflickr25k"
+MIRFLICKR = f"{SHARED_DATA}/mirflickr25k"
 
 
 def test_quantization_loss_hand_values():
@@ -133,8 +134,15 @@ def test_bench_never_passes_labels_to_fit(monkeypatch):
     monkeypatch.setattr(
         "hashlab.backbones.extract_features", lambda paths, *a, **k: _random_maps(len(paths))
     )
-    result = bench.run([8], [0], n_query=200, embeddings=("glove",), epochs=1,
-                       methods=("idea", "wdht", "lsh"))  # fmt: skip
+    result = bench.run(
+        [8],
+        [0],
+        n_query=200,
+        root=__import__("pathlib").Path(MIRFLICKR),
+        embeddings=("glove",),
+        epochs=1,
+        methods=("idea", "wdht", "lsh"),
+    )
     from hashlab.data.mirflickr import load_mirflickr_images
 
     labels = load_mirflickr_images(MIRFLICKR).labels

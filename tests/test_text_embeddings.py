@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from hashlab.text import (
     WordVectors,
@@ -15,7 +16,7 @@ from hashlab.text import (
     train_word2vec,
 )
 
-MIRFLICKR = "/work/shared/data/mirflickr25k/mirflickr1k_tags_labels.npz"
+MIRFLICKR = f"{SHARED_DATA}/mirflickr25k/mirflickr1k_tags_labels.npz"
 
 
 def test_glove_covers_the_mirflickr_vocabulary_as_documented():
