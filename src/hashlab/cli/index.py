@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     query = search.add_mutually_exclusive_group(required=True)
     query.add_argument("--image", help="query image (encoded with the index's model)")
     query.add_argument("--code", help="query code as hex (packed bytes, big-endian bits)")
+    query.add_argument(
+        "--text", help="query text, for a cross-modal model with a bag-of-words text side"
+    )
+    query.add_argument(
+        "--text-features", help=".npy text feature row(s) for a cross-modal model (e.g. LDA)"
+    )
     mode = search.add_mutually_exclusive_group(required=True)
     mode.add_argument("-k", type=int, help="number of nearest codes")
     mode.add_argument("--radius", type=int, help="all codes within this Hamming distance")
@@ -132,10 +138,20 @@ def _query_code(args: argparse.Namespace, index: Any) -> np.ndarray:
     if model_dir is None and record.is_file():
         model_dir = json.loads(record.read_text()).get("model")
     if model_dir is None:
-        raise UserError("--image needs --model: this index does not record the model")
+        raise UserError("--image/--text need --model: this index does not record the model")
     model = hashlab.load(model_dir)
     if model.n_bits != index.n_bits:
         raise UserError(f"model makes {model.n_bits}-bit codes, the index holds {index.n_bits}")
+    if args.text is not None or args.text_features is not None:
+        if not getattr(model, "cross_modal", False):
+            raise UserError(f"--text needs a cross-modal model; {model.name} hashes images only")
+        from hashlab.methods.cross_modal.text import text_features_from_file, text_to_features
+
+        if args.text is not None:
+            features = text_to_features(model, args.text)
+        else:
+            features = text_features_from_file(model, args.text_features)
+        return model.encode(features, modality="text")
     return encode_image_files(model, [args.image], dataset_key="index-queries")
 
 
