@@ -74,6 +74,7 @@ def load_mat_array(path: str | Path, key: str) -> np.ndarray:
             raise DataError(f"{path} is not a readable MATLAB v7.3 file: {error}") from None
     try:
         mat = scipy.io.loadmat(path, variable_names=[key])
+    # scipy signals an HDF5 (v7.3) or otherwise unsupported .mat with NotImplementedError
     except (ValueError, TypeError, OSError, NotImplementedError) as error:
         raise DataError(f"{path} is not a readable MATLAB file: {error}") from None
     if key not in mat:
