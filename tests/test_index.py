@@ -184,12 +184,15 @@ def test_remove_then_search_and_readd(engine):
     gone = np.arange(0, 3000, 3)
     assert index.remove(gone) == len(gone)
     assert len(index) == 2000
+    # membership follows removal; ids never added, negative ids and non-ints are not members
+    assert 1 in index and np.int64(2) in index and 0 not in index and 2997 not in index
+    assert 3000 not in index and -1 not in index and "1" not in index and True not in index
     keep = np.setdiff1d(np.arange(3000), gone)
     check_against_brute(index, db[keep], keep, db[:8], ks=(4,), radii=(3,))
     with pytest.raises(KeyError, match="not in the index"):
         index.remove([0])
     index.add(db[:1], ids=[0], metadata=[{"n": "again"}])  # a removed id may come back
-    assert index.search(db[:1], 1)[0][0, 0] == 0
+    assert index.search(db[:1], 1)[0][0, 0] == 0 and 0 in index
     assert index.metadata([0, 1, 3]) == [{"n": "again"}, {"n": 1}, None]
 
 

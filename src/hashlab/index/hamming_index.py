@@ -202,6 +202,12 @@ class HammingIndex:
     def __len__(self) -> int:
         return self._n - self._n_dead
 
+    def __contains__(self, item_id: object) -> bool:
+        """Whether ``item_id`` is live (added and not removed): ``5 in index``."""
+        if isinstance(item_id, bool) or not isinstance(item_id, (int, np.integer)):
+            return False  # True == 1 in Python; an id is never a flag
+        return len(self._rows_of_ids(np.asarray([item_id], dtype=np.int64))) == 1
+
     def _live_rows(self) -> np.ndarray:
         rows = np.arange(self._n, dtype=np.int64)
         if self._dead is None or self._n_dead == 0:

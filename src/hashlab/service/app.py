@@ -214,10 +214,8 @@ class SearchService:
         return entry
 
     def contains(self, item_id: int) -> bool:
-        # HammingIndex has no public membership test; its live-row lookup is what remove()
-        # uses to decide whether an id exists
         with self.lock:
-            return len(self.index._rows_of_ids(np.asarray([item_id], dtype=np.int64))) == 1
+            return item_id in self.index
 
     def get_item(self, item_id: int) -> dict:
         if item_id < 0 or not self.contains(item_id):
