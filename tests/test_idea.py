@@ -187,10 +187,12 @@ def test_variants_differ_only_where_the_paper_says():
     assert IDEA(n_bits=8).hparams.lambda4 == 0.01 and IDEA(n_bits=8).hparams.attention
     assert IDEAL(n_bits=8).hparams.lambda4 == 0.0 and IDEAL(n_bits=8).hparams.attention
     assert IDEAA(n_bits=8).hparams.lambda4 == 0.01 and not IDEAA(n_bits=8).hparams.attention
-    network = IDEAL(n_bits=8).build_network(16, 4, 10)
+    idea_l = IDEAL(n_bits=8)
+    idea_l.tag_vectors_ = np.ones((10, 4), dtype=np.float32)
+    network = idea_l.build_network(16)
     assert network.classifier is None  # IDEA-L has no tag classifier at all
     with pytest.raises(ValueError, match="region feature maps"):
-        IDEA(n_bits=8).pool(np.zeros((3, 16)))
+        IDEA(n_bits=8).input_features(np.zeros((3, 16)))
     assert idea_module.IDEAConfig().hidden == 256  # Eq. 4's hidden layer
 
 

@@ -10,7 +10,12 @@ A deep method is a :class:`~hashlab.methods.base.HashMethod` (``create(name, n_b
   (default :class:`HashHead`: the papers' fc hash layer, optionally after a hidden layer, with
   the method's ``head_activation``);
 * ``loss(outputs, labels, state) -> scalar``: composed from ``hashlab.losses``;
-* optional trainer hooks (``on_epoch_start`` etc., see ``hashlab.train.trainer``).
+* optional trainer hooks (``on_epoch_start`` etc., see ``hashlab.train.trainer``);
+* optional data hooks: ``training_targets`` / ``validation_targets`` (what the trainer fits
+  against: the labels by default; a weakly supervised method returns the images' tags, see
+  ``tagged.py``) and ``input_features`` (a feature array -> (N, D) network inputs, e.g.
+  IDEA's attention pooling of region maps; methods with ``feature_map = True`` get the
+  backbone's (N, C, 7, 7) region maps instead of pooled vectors from a ``Dataset``).
 
 The :class:`~hashlab.train.Trainer` does the rest. Two modes (``mode=``):
 
@@ -179,6 +184,8 @@ class DeepHashMethod(HashMethod):
     head_activation: ClassVar[str] = "tanh"
     #: bit = 1 where the network output exceeds this (0.5 for sigmoid outputs)
     code_threshold: ClassVar[float] = 0.0
+    #: True: a Dataset's features are the backbone's (N, C, 7, 7) region maps, not vectors
+    feature_map: ClassVar[bool] = False
 
     def __init__(self, n_bits: int = 32, seed: int = 0, **params: Any) -> None:
         super().__init__(n_bits=n_bits, seed=seed)
@@ -235,6 +242,27 @@ class DeepHashMethod(HashMethod):
     def binarize(self, outputs: torch.Tensor) -> np.ndarray:
         return (outputs > self.code_threshold).to(torch.uint8).cpu().numpy()
 
+    # -- data hooks (defaults: supervised by labels, features used as given) -------------
+    def training_targets(self, x: Any, y: Any, n_items: int, **supervision: Any) -> np.ndarray:
+        """What the trainer fits against, (N,) ids or (N, C) 0/1: the labels by default.
+
+        ``supervision`` are the extra keywords given to ``fit`` (none for label-supervised
+        methods); a weakly supervised method returns tags here and refuses labels.
+        """
+        if supervision:
+            raise TypeError(
+                f"{self.name}.fit() got unexpected keyword arguments: {', '.join(supervision)}"
+            )
+        return self._check_labels(y if y is not None else getattr(x, "labels", None), n_items)
+
+    def validation_targets(self, x: Any, y: Any, n_items: int) -> np.ndarray:
+        """Targets of an explicit ``validation=(x, y)`` split, in the same form as training's."""
+        return self._check_labels(y if y is not None else getattr(x, "labels", None), n_items)
+
+    def input_features(self, features: np.ndarray) -> np.ndarray:
+        """A feature array given to fit / encode -> (N, D) network inputs (default: as is)."""
+        return features
+
     @staticmethod
     def similarity(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Tensor:
         """0/1 label similarity of two multi-hot label batches."""
@@ -246,16 +274,20 @@ class DeepHashMethod(HashMethod):
         x: np.ndarray | Dataset,
         y: np.ndarray | None = None,
         validation: tuple[np.ndarray | Dataset, np.ndarray | None] | None = None,
+        **supervision: Any,
     ) -> DeepHashMethod:
-        """Train on features (frozen) or a Dataset (frozen or fine-tune); return ``self``."""
+        """Train on features (frozen) or a Dataset (frozen or fine-tune); return ``self``.
+
+        ``supervision``: keywords of weakly supervised methods (e.g. ``tags=``), handed to
+        :meth:`training_targets`.
+        """
         config = self.hparams
         inputs, input_dim, feature_source = self._inputs(x, for_training=True)
-        labels = self._check_labels(y if y is not None else getattr(x, "labels", None), len(inputs))
+        labels = self.training_targets(x, y, len(inputs), **supervision)
         n_classes = as_multihot(labels).shape[1]
         if validation is not None:
             val_inputs, _, _ = self._inputs(validation[0], for_training=False)
-            val_y = validation[1] if validation[1] is not None else validation[0].labels
-            val_labels = self._check_labels(val_y, len(val_inputs))
+            val_labels = self.validation_targets(validation[0], validation[1], len(val_inputs))
             n_classes = max(n_classes, as_multihot(val_labels).shape[1])
             train_inputs, train_labels = inputs, labels
         else:
@@ -328,7 +360,15 @@ class DeepHashMethod(HashMethod):
                 chunk = pil[start : start + 64]
                 if self.hparams.mode == "frozen":
                     backbone.module.to(device).eval()
-                    batch = backbone.module(backbone.preprocess(chunk).to(device))
+                    pixels = backbone.preprocess(chunk).to(device)
+                    if self.feature_map:  # 7 x 7 region maps as cached, pooled by the method
+                        maps = torch.nn.functional.adaptive_avg_pool2d(
+                            backbone.feature_map(pixels), 7
+                        )
+                        pooled = self.input_features(maps.float().cpu().numpy())
+                        batch = torch.as_tensor(pooled, dtype=torch.float32, device=device)
+                    else:
+                        batch = backbone.module(pixels)
                     if batch.shape[1] != self.input_dim_:
                         source = self.extra_config_.get("feature_source", "other features")
                         raise ValueError(
@@ -364,13 +404,14 @@ class DeepHashMethod(HashMethod):
         tensors = _load_tensors(path / saved["weights_file"])
         model.extra_config_ = saved.get("extra", {})
         model.input_dim_ = int(saved["input_dim"])
+        # learned state first: a network's shape may depend on it (e.g. the tag vectors)
+        for key, value in tensors.items():
+            if key.startswith("state."):
+                setattr(model, key[len("state.") :], value.numpy())
         network = model._network(model.input_dim_, pretrained=False)
         network.load_state_dict(
             {k[len("network.") :]: v for k, v in tensors.items() if k.startswith("network.")}
         )
-        for key, value in tensors.items():
-            if key.startswith("state."):
-                setattr(model, key[len("state.") :], value.numpy())
         model.network_ = network.to(resolve_device(model.hparams.device)).eval()
         return model
 
@@ -408,15 +449,19 @@ class DeepHashMethod(HashMethod):
             from hashlab.data.catalog import dataset_features
 
             features, source_text = dataset_features(
-                x, config.backbone, config.backbone_weights, progress=config.progress
-            )
-            return FeatureInputs(check_features(features)), features.shape[1], source_text
+                x, config.backbone, config.backbone_weights, progress=config.progress,
+                feature_map=self.feature_map,
+            )  # fmt: skip
+            features = check_features(self.input_features(features))
+            return FeatureInputs(features), features.shape[1], source_text
         if config.mode == "finetune":
             raise ValueError(
                 "mode='finetune' trains the backbone on images: pass a hashlab Dataset with "
                 "images, not a feature matrix"
             )
-        features = check_features(x, "training features" if for_training else "features")
+        features = check_features(
+            self.input_features(np.asarray(x)), "training features" if for_training else "features"
+        )
         source = f"a feature matrix passed to fit (taken to be {config.backbone} features)"
         return FeatureInputs(features), features.shape[1], source
 

@@ -24,7 +24,7 @@ training mean and deviation before the heads.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from hashlab.losses.idea import binarize, idea_loss
-from hashlab.methods.deep.tagged import TagSupervisedMethod
+from hashlab.methods.deep.tagged import TagSupervisedConfig, TagSupervisedMethod
 from hashlab.methods.registry import register
 
 __all__ = ["IDEA", "IDEAConfig", "IDEANetwork", "context_pool", "region_attention"]
@@ -102,8 +102,12 @@ class IDEANetwork(nn.Module):
 
 
 @dataclass
-class IDEAConfig:
-    """The paper's settings (Sec. 4.2) unless marked."""
+class IDEAConfig(TagSupervisedConfig):
+    """The paper's settings (Sec. 4.2) unless marked; training ones in TagSupervisedConfig.
+
+    ``backbone_lr_scale`` (0.1) is the paper's backbone lr 0.001 = 0.1 x the heads' 0.01,
+    applied to the adapter that stands in for the backbone's last layer.
+    """
 
     hidden: int = 256
     lambda1: float = 1.0
@@ -113,41 +117,37 @@ class IDEAConfig:
     attention: bool = True
     attention_temperature: float = 1.0
     reduction: str = "mean"  # the paper sums (see the module docstring)
-    lr: float = 0.01
-    backbone_lr_ratio: float = 0.1  # backbone (adapter) lr 0.001 = 0.1 x the heads' 0.01
-    momentum: float = 0.9
-    batch_size: int = 50
-    epochs: int = 30  # not given in the paper
-    weight_decay: float = 5e-4
 
 
 @register("idea")
 class IDEA(TagSupervisedMethod):
     """IDEA on backbone feature maps (N, C, 7, 7); ``fit(maps, tags=..., tag_vectors=...)``."""
 
+    Config = IDEAConfig
+    feature_map = True
     variant_defaults: dict[str, Any] = {}
 
     def __init__(self, n_bits: int = 32, seed: int = 0, **params: Any) -> None:
-        config = IDEAConfig(**{**self.variant_defaults, **params})
-        super().__init__(n_bits=n_bits, seed=seed, hparams=config)
+        super().__init__(n_bits=n_bits, seed=seed, **{**self.variant_defaults, **params})
 
-    def pool(self, x: Any) -> np.ndarray:
-        maps = np.asarray(x, dtype=np.float32)
+    def input_features(self, features: np.ndarray) -> np.ndarray:
+        """Region maps (N, C, H, W) -> x_i by Eq. 2-3 (IDEA-A: plain region mean)."""
+        maps = np.asarray(features, dtype=np.float32)
         if maps.ndim == 2:  # already pooled vectors (only meaningful for IDEA-A)
             if self.hparams.attention:
                 raise ValueError("IDEA needs region feature maps (N, C, H, W), got (N, D)")
             return maps
         return context_pool(maps, self.hparams.attention, self.hparams.attention_temperature)
 
-    def build_network(self, in_dim: int, tag_dim: int, n_tags: int) -> nn.Module:
-        n_classes = n_tags if self.hparams.lambda4 != 0 else 0
-        return IDEANetwork(in_dim, self.n_bits, tag_dim, n_classes, self.hparams.hidden)
+    def build_network(self, input_dim: int) -> nn.Module:
+        n_classes = self.n_tags if self.hparams.lambda4 != 0 else 0
+        return IDEANetwork(input_dim, self.n_bits, self.tag_dim, n_classes, self.hparams.hidden)
 
     def loss(self, outputs: torch.Tensor, tag_targets: torch.Tensor, state: Any) -> torch.Tensor:
-        n_bits, tag_dim, _ = state.network.split_sizes
+        n_bits, tag_dim = self.n_bits, self.tag_dim
         h1, h2 = outputs[:, :n_bits], outputs[:, n_bits : n_bits + tag_dim]
         logits = outputs[:, n_bits + tag_dim :] if self.hparams.lambda4 != 0 else None
-        t = self.batch_tag_embeddings(state)
+        t = self.batch_tag_embeddings(tag_targets, state)
         terms = idea_loss(
             h1, h2, logits, t, tag_targets,
             lambda1=self.hparams.lambda1, lambda3=self.hparams.lambda3,
@@ -158,16 +158,14 @@ class IDEA(TagSupervisedMethod):
 
     def parameter_groups(self, network: nn.Module, lr: float) -> list[dict[str, Any]]:
         """The paper's two learning rates: backbone 0.001 (here the adapter), heads 0.01."""
-        adapter = list(network.adapter.parameters())
-        heads = [p for n, p in network.named_parameters() if not n.startswith("adapter.")]
-        return [{"params": adapter, "lr": lr * self.hparams.backbone_lr_ratio},
+        adapter = list(network.head.adapter.parameters())
+        adapter_ids = {id(p) for p in adapter}
+        heads = [p for p in network.parameters() if id(p) not in adapter_ids]
+        return [{"params": adapter, "lr": lr * self.hparams.backbone_lr_scale},
                 {"params": heads, "lr": lr}]  # fmt: skip
 
     def binarize(self, outputs: torch.Tensor) -> np.ndarray:
         return binarize(outputs[:, : self.n_bits]).cpu().numpy()
-
-    def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), **asdict(self.hparams)}
 
 
 @register("idea_l")

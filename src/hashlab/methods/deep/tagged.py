@@ -5,34 +5,38 @@ Weak supervision (IDEA, Liu et al. 2022, Sec. 2.2; WDHT, Gattupalli et al., CVPR
 (``y`` must be None) so a benchmark cannot leak them by accident; they are for evaluation.
 
 ``fit(x, tags=(N, V) bag-of-words, tag_vectors=(V, d) | None, tag_vocab=[V words] | None,
-embedding="glove" | "word2vec" | path)``: each image's tag embedding t_i is the mean word
-vector of its known tags (Eq. 5 of IDEA, ``hashlab.text.average_tag_embeddings``). Without
-``tag_vectors`` they come from ``embedding`` over ``tag_vocab``: GloVe 6B 50-d, word2vec
-trained on the fitted tag lists, or a local word2vec file. Training runs in the one trainer
-(``hashlab.train.Trainer``) on frozen, pooled image vectors; the trainer's "labels" are the
-(N, V) tag indicator vectors and t_i is looked up by batch index in ``state.extras``.
+embedding="glove" | "word2vec" | path)``, or ``fit(dataset)`` with a ``Dataset`` that has
+tags and a tag vocabulary. Each image's tag embedding t_i is the mean word vector of its
+known tags (Eq. 5 of IDEA). Without ``tag_vectors`` they come from ``embedding`` over
+``tag_vocab``: GloVe 6B 50-d, word2vec trained on the fitted tag lists, or a local word2vec
+file. The (V, d) matrix is learned state (``tag_vectors_``, saved with the model).
+
+These are ordinary :class:`DeepHashMethod` s on the one trainer: the trainer's targets are
+the (N, V) tag indicator vectors (:meth:`training_targets`), and t_i is computed per batch
+from them (:func:`mean_tag_embeddings`). Validation, when asked for
+(``validation_fraction`` > 0, or ``validation=(x_val, tags_val)``), scores map@all with
+"shares a tag" as relevance: still weak supervision, never labels, never the queries. The
+paper trains for fixed epochs, so by default there is none.
 """
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
-from hashlab.methods.base import HashMethod
+from hashlab.methods.deep.base import DeepHashConfig, DeepHashMethod
 from hashlab.text.embeddings import (
-    average_tag_embeddings,
     load_word_vectors,
     tag_embedding_matrix,
     tag_lists_from_matrix,
     train_word2vec,
 )
 
-__all__ = ["TagSupervisedMethod", "resolve_tag_vectors"]
+__all__ = ["TagSupervisedConfig", "TagSupervisedMethod", "mean_tag_embeddings",
+           "resolve_tag_vectors"]  # fmt: skip
 
 
 def resolve_tag_vectors(
@@ -51,132 +55,111 @@ def resolve_tag_vectors(
     return matrix, {"embedding": vectors.name, "oov_tags": n_missing, "n_tags": len(tag_vocab)}
 
 
-class TagSupervisedMethod(HashMethod):
-    """Fit/encode/save for networks trained on pooled image vectors and tag embeddings."""
+def mean_tag_embeddings(tags: torch.Tensor, tag_vectors: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: t_i = mean vector of image i's known tags (OOV rows are zero and left out).
+
+    The torch twin of ``hashlab.text.average_tag_embeddings``; an image with no known tag
+    gets the zero vector.
+    """
+    known = (tag_vectors.abs().sum(dim=1) > 0).to(tags.dtype)
+    counts = (tags @ known).clamp(min=1.0)
+    return (tags @ tag_vectors) / counts[:, None]
+
+
+@dataclass
+class TagSupervisedConfig(DeepHashConfig):
+    """IDEA's training settings (Sec. 4.2), shared by the WDHT-style baseline."""
+
+    epochs: int = 30  # not given in the paper
+    batch_size: int = 50
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    patience: int | None = None  # the paper trains for fixed epochs
+    validation_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode != "frozen":
+            raise ValueError(
+                "tag-supervised methods train heads on frozen backbone features: mode must be "
+                f"'frozen', got {self.mode!r}"
+            )
+
+
+class TagSupervisedMethod(DeepHashMethod):
+    """A deep method whose training targets are the images' tags, never their labels."""
 
     supervised: ClassVar[bool] = False
     weak_supervision: ClassVar[str] = "tags"
+    Config: ClassVar[type[DeepHashConfig]] = TagSupervisedConfig
 
-    def __init__(self, n_bits: int = 32, seed: int = 0, hparams: Any = None) -> None:
-        super().__init__(n_bits=n_bits, seed=seed)
-        self.hparams = hparams
+    @property
+    def tag_dim(self) -> int:
+        return int(self.tag_vectors_.shape[1])
 
-    # -- what a method supplies -------------------------------------------------------------
-    @abstractmethod
-    def pool(self, x: Any) -> np.ndarray:
-        """Backbone outputs -> (N, D) image vectors (fixed: the backbone is frozen)."""
+    @property
+    def n_tags(self) -> int:
+        return int(self.tag_vectors_.shape[0])
 
-    @abstractmethod
-    def build_network(self, in_dim: int, tag_dim: int, n_tags: int) -> nn.Module:
-        """A fresh network on (N, D) standardised vectors."""
-
-    # -- fit / encode ---------------------------------------------------------------------
-    def fit(
+    # -- data hooks -----------------------------------------------------------------------
+    def training_targets(
         self,
         x: Any,
-        y: Any = None,
+        y: Any,
+        n_items: int,
         *,
         tags: Any = None,
         tag_vectors: Any = None,
         tag_vocab: list[str] | None = None,
         embedding: str = "glove",
-        device: str | None = None,
-        progress: bool = False,
-    ) -> TagSupervisedMethod:
-        from hashlab.train import FeatureInputs, TrainConfig, Trainer
-
+    ) -> np.ndarray:
+        """The (N, V) tag indicators; also learns ``tag_vectors_`` (V, d) for Eq. 5."""
         if y is not None:
             raise ValueError(
                 f"{self.name} is weakly supervised: it learns from tags (fit(x, tags=...)), "
                 "class labels are for evaluation only and must not be passed to fit"
             )
         if tags is None:
+            tags = getattr(x, "tags", None)
+            tag_vocab = tag_vocab if tag_vocab is not None else getattr(x, "tag_vocab", None)
+        if tags is None:
             raise ValueError(f"{self.name} needs the images' tags: fit(x, tags=(N, V) 0/1)")
-        tags = (np.asarray(tags) > 0).astype(np.float32)
-        pooled = self.pool(x)
-        if tags.ndim != 2 or len(tags) != len(pooled):
-            raise ValueError(f"tags must be (N, V) for {len(pooled)} images, got {tags.shape}")
+        tags = self._check_tags(tags, n_items)
         if tag_vectors is None:
             tag_vectors, record = resolve_tag_vectors(tags, tag_vocab, embedding, self.seed)
         else:
             tag_vectors = np.asarray(tag_vectors, dtype=np.float32)
+            if tag_vectors.ndim != 2 or len(tag_vectors) != tags.shape[1]:
+                raise ValueError(
+                    f"tag_vectors must be ({tags.shape[1]}, d) for {tags.shape[1]} tags, "
+                    f"got {tag_vectors.shape}"
+                )
             record = {"embedding": "given", "oov_tags": int((~tag_vectors.any(axis=1)).sum())}
-        t, record["images_without_known_tag"] = average_tag_embeddings(tags, tag_vectors)
-        self.mean_ = pooled.mean(axis=0)
-        self.scale_ = pooled.std(axis=0) + 1e-6
-        inputs = (pooled - self.mean_) / self.scale_
-        self._tag_embeddings = torch.from_numpy(t)
-        cfg = self.hparams
-        trainer = Trainer(
-            TrainConfig(
-                epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer="sgd",
-                momentum=cfg.momentum, weight_decay=cfg.weight_decay, patience=None,
-                seed=self.seed, device=device, progress=progress,
-            )
-        )  # fmt: skip
-        dims = (inputs.shape[1], t.shape[1], tags.shape[1])
-        network, result = trainer.fit(
-            self, lambda: self.build_network(*dims), FeatureInputs(inputs), tags
-        )
-        self.network_ = network.cpu().eval()
-        self.dims_ = np.asarray(dims, dtype=np.int64)
-        self.extra_config_ = {**record, "final_loss": result.history[-1]["loss"]}
-        return self
+        self.tag_vectors_ = np.asarray(tag_vectors, dtype=np.float32)
+        known = np.abs(self.tag_vectors_).sum(axis=1) > 0
+        record["images_without_known_tag"] = int((tags @ known == 0).sum())
+        record["supervision"] = "tags only (labels never passed to fit)"
+        self.extra_config_ = {**getattr(self, "extra_config_", {}), **record}
+        return tags
 
-    def encode(self, x: Any) -> np.ndarray:
-        self._check_fitted()
-        pooled = self.pool(x)
-        if pooled.shape[1] != self.mean_.shape[0]:
-            raise ValueError(
-                f"inputs pool to {pooled.shape[1]} dimensions, the model was fitted on "
-                f"{self.mean_.shape[0]}"
-            )
-        inputs = torch.from_numpy(((pooled - self.mean_) / self.scale_).astype(np.float32))
-        with torch.no_grad():
-            return self.binarize(self.network_(inputs)).astype(np.uint8)
+    def validation_targets(self, x: Any, y: Any, n_items: int) -> np.ndarray:
+        """``validation=(x_val, tags_val)``, or a Dataset's tags: relevance = shared tag."""
+        return self._check_tags(y if y is not None else getattr(x, "tags", None), n_items)
 
-    @abstractmethod
-    def binarize(self, outputs: torch.Tensor) -> np.ndarray:
-        """(N, K) uint8 codes from network outputs."""
+    def _check_tags(self, tags: Any, n_items: int) -> np.ndarray:
+        if tags is None:
+            raise ValueError(f"{self.name} validates on tags: pass validation=(x, tags)")
+        tags = (np.asarray(tags) > 0).astype(np.uint8)
+        if tags.ndim != 2 or len(tags) != n_items:
+            raise ValueError(f"tags must be (N, V) for {n_items} images, got {tags.shape}")
+        return tags
 
     # -- trainer hooks --------------------------------------------------------------------
     def on_train_start(self, state: Any) -> None:
-        state.extras["tag_embeddings"] = self._tag_embeddings.to(state.device)
+        state.extras["tag_vectors"] = torch.from_numpy(self.tag_vectors_).to(state.device)
 
-    def on_epoch_start(self, state: Any) -> None:
-        """Nothing to refresh per epoch: t_i is fixed."""
-
-    def on_epoch_end(self, state: Any) -> None:
-        """No per-epoch state."""
-
-    def on_train_end(self, state: Any) -> None:
-        """Nothing to finalise: codes come from the trained network alone."""
-
-    def epoch_order(self, state: Any, rng: np.random.Generator) -> np.ndarray:
-        return rng.permutation(len(state.extras["tag_embeddings"]))
-
-    def parameter_groups(self, network: nn.Module, lr: float) -> list[dict[str, Any]]:
-        return [{"params": list(network.parameters()), "lr": lr}]
-
-    def batch_tag_embeddings(self, state: Any) -> torch.Tensor:
-        index = torch.from_numpy(np.asarray(state.batch_indices, dtype=np.int64))
-        return state.extras["tag_embeddings"][index.to(state.device)]
-
-    # -- persistence: network weights go into weights.npz as "network.<name>" ------------
-    def state(self) -> dict[str, np.ndarray]:
-        arrays = {k: v for k, v in super().state().items() if k != "network_"}
-        for key, value in self.network_.state_dict().items():
-            arrays[f"network.{key}"] = value.cpu().numpy()
-        return arrays
-
-    @classmethod
-    def load(cls, path: str | Path) -> TagSupervisedMethod:
-        model = super().load(path)
-        weights = {k: v for k, v in vars(model).items() if k.startswith("network.")}
-        for key in weights:
-            delattr(model, key)
-        network = model.build_network(*(int(d) for d in model.dims_))
-        network.load_state_dict({k[len("network.") :]: torch.from_numpy(np.asarray(v))
-                                 for k, v in weights.items()})  # fmt: skip
-        model.network_ = network.eval()
-        return model  # type: ignore[return-value]
+    def batch_tag_embeddings(self, tag_targets: torch.Tensor, state: Any) -> torch.Tensor:
+        """t_i (Eq. 5) of the batch's images, from their tag indicator rows."""
+        return mean_tag_embeddings(tag_targets, state.extras["tag_vectors"])

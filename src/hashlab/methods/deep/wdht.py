@@ -14,7 +14,7 @@ paper's idea; its exact regularisers and AlexNet backbone are not reproduced).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from hashlab.losses.idea import cosine_matrix
-from hashlab.methods.deep.tagged import TagSupervisedMethod
+from hashlab.methods.deep.tagged import TagSupervisedConfig, TagSupervisedMethod
 from hashlab.methods.registry import register
 
 __all__ = ["WDHT", "WDHTConfig", "tag_similarity_loss"]
@@ -37,42 +37,34 @@ def tag_similarity_loss(u: torch.Tensor, t: torch.Tensor, beta: float = 0.1) -> 
 
 
 @dataclass
-class WDHTConfig:
+class WDHTConfig(TagSupervisedConfig):
+    """IDEA's training settings, so that the two compare like for like."""
+
     hidden: int = 256
     beta: float = 0.1
-    lr: float = 0.01
-    momentum: float = 0.9
-    batch_size: int = 50
-    epochs: int = 30
-    weight_decay: float = 5e-4
 
 
 @register("wdht")
 class WDHT(TagSupervisedMethod):
     """Tag-embedding cosine similarity as the pairwise target of a tanh hash layer."""
 
-    def __init__(self, n_bits: int = 32, seed: int = 0, **params: Any) -> None:
-        super().__init__(n_bits=n_bits, seed=seed, hparams=WDHTConfig(**params))
+    Config = WDHTConfig
 
-    def pool(self, x: Any) -> np.ndarray:
-        maps = np.asarray(x, dtype=np.float32)
+    def input_features(self, features: np.ndarray) -> np.ndarray:
+        """(N, D) features as they are; (N, C, H, W) region maps by global average pooling."""
+        maps = np.asarray(features, dtype=np.float32)
         if maps.ndim == 4:  # (N, C, H, W) region maps -> global average pooling
             return maps.mean(axis=(2, 3))
         if maps.ndim != 2:
             raise ValueError(f"WDHT needs (N, D) features or (N, C, H, W) maps, got {maps.shape}")
         return maps
 
-    def build_network(self, in_dim: int, tag_dim: int, n_tags: int) -> nn.Module:
+    def build_network(self, input_dim: int) -> nn.Module:
         hidden = self.hparams.hidden
         return nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, self.n_bits), nn.Tanh()
+            nn.Linear(input_dim, hidden), nn.ReLU(), nn.Linear(hidden, self.n_bits), nn.Tanh()
         )
 
     def loss(self, outputs: torch.Tensor, tag_targets: torch.Tensor, state: Any) -> torch.Tensor:
-        return tag_similarity_loss(outputs, self.batch_tag_embeddings(state), self.hparams.beta)
-
-    def binarize(self, outputs: torch.Tensor) -> np.ndarray:
-        return (outputs > 0).to(torch.uint8).cpu().numpy()
-
-    def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), **asdict(self.hparams)}
+        t = self.batch_tag_embeddings(tag_targets, state)
+        return tag_similarity_loss(outputs, t, self.hparams.beta)
