@@ -286,6 +286,8 @@ def test_eddh_learns_registers_and_round_trips(digits_split, tmp_path: Path) -> 
     fit = model.extra_config_["similarity_fit"]
     assert fit["alpha"] == pytest.approx((fit["iota"] - fit["sigma_l"]) * np.e)
     assert model.label_transfer_.shape == (10, 16)
+    # S^ is over exactly the items trained on (the trainer's inputs, validation carved out)
+    assert model.similarity_.n == model.extra_config_["training"]["n_train"] == 540
     eddh_map = _map_all(model, digits_split)
     lsh_map = _map_all(hashlab.create("lsh", n_bits=16).fit(x_train), digits_split)
     assert eddh_map > lsh_map + 0.25, (eddh_map, lsh_map)  # supervised codes, real data
@@ -319,3 +321,43 @@ def test_eddh_rejects_bad_switches() -> None:
         hashlab.create("eddh", similarity="fuzzy")
     with pytest.raises(ValueError, match="frozen"):
         hashlab.create("eddh", mode="finetune")
+
+
+# -- the bench's weight selection and claim check ----------------------------------------------
+def test_bench_tunes_on_training_items_and_checks_claims(digits) -> None:
+    from hashlab.bench.eddh import claims_markdown, parse_grid, tune_eddh
+
+    assert parse_grid("lam=0.1,1; gamma=2") == {"lam": [0.1, 1.0], "gamma": [2.0]}
+    with pytest.raises(ValueError, match="name=v1,v2"):
+        parse_grid("lam")
+    x, y = digits
+    x_train, y_train = x[:600], y[:600]
+    grid = {"lam": [0.1, 1.0], "gamma": [1.0, 10.0]}
+    fast = {"epochs": 3, "batch_size": 128, "n_pairs": 500}
+    tuning = tune_eddh(x_train, y_train, grid, ["eddh", "eddh-relaxed"], 16, fast, seed=0)
+    # relaxed codes never use lam, so it is fitted once per gamma, not once per (lam, gamma)
+    assert [t["row"] for t in tuning["trials"]].count("eddh") == 4
+    assert [t["row"] for t in tuning["trials"]].count("eddh-relaxed") == 2
+    for row, chosen in tuning["chosen"].items():
+        trials = [t for t in tuning["trials"] if t["row"] == row]
+        best = max(trials, key=lambda t: t["map@all"])
+        assert chosen == {"lam": best["lam"], "gamma": best["gamma"]}
+    assert "60 validation queries" in tuning["protocol"]  # 10% of the 600 training items
+    # weights matter on real data: the grid's scores are not all the same
+    assert len({round(t["map@all"], 4) for t in tuning["trials"]}) > 1
+
+    def row(method: str, bits: int, score: float) -> dict:
+        return {"method": method, "bits": bits, "map@all": score, "map@5000": score,
+                "map@r2": score}  # fmt: skip
+
+    rows = [row("eddh", 16, 0.6), row("eddh", 32, 0.7), row("eddh-symmetric", 16, 0.5),
+            row("eddh-symmetric", 32, 0.6), row("eddh-binary-S", 16, 0.65),
+            row("eddh-binary-S", 32, 0.6)]  # fmt: skip
+    text = claims_markdown(rows)
+    assert (
+        "map@all: holds (2/2 bit lengths; EDDH minus eddh-symmetric: 16b +0.100, 32b +0.100)"
+        in text
+    )
+    assert (
+        "map@r2: mixed (1/2 bit lengths; EDDH minus eddh-binary-S: 16b -0.050, 32b +0.100)" in text
+    )

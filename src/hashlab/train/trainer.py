@@ -110,6 +110,7 @@ class TrainState:
     step: int = 0  # optimiser steps so far
     batch_indices: np.ndarray | None = None  # training-item indices of the current batch
     extras: dict[str, Any] = field(default_factory=dict)  # method state, checkpointed
+    train_inputs: Any = None  # the training InputSource (e.g. EDDH's S^ reads its features)
 
 
 @dataclass
@@ -250,6 +251,7 @@ class Trainer:
             device=device,
             train_labels=labels_on_device,
             predict=lambda indices: predict(train_inputs, np.asarray(indices)),
+            train_inputs=train_inputs,
         )
         history: list[dict[str, float]] = []
         best = {"score": None, "epoch": 0, "network": None}

@@ -33,7 +33,6 @@ frozen mode only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -84,18 +83,22 @@ class EDDH(DeepHashMethod):
     Config = EDDHConfig
     head_activation = "tanh"
 
-    def _feature_statistics(self, inputs: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
-        # The base class calls this with exactly the training inputs (after the validation
-        # items were carved out); their raw features are the visual features Z of S^.
-        self._train_features = inputs.features
-        return super()._feature_statistics(inputs)
+    @staticmethod
+    def _train_features(state: TrainState) -> torch.Tensor:
+        # The trainer's training inputs are exactly the items S^ is over (validation items
+        # already carved out); their raw backbone features are the visual features Z of S^.
+        return state.train_inputs.features
 
     # -- Algorithm 1 -------------------------------------------------------------------------
     def on_train_start(self, state: TrainState) -> None:
         config, extras = self.hparams, state.extras
         labels = state.train_labels.cpu().numpy()
         similarity = SemanticVisualSimilarity(
-            self._train_features.numpy(), labels, config.similarity, config.n_pairs, self.seed
+            self._train_features(state).numpy(),
+            labels,
+            config.similarity,
+            config.n_pairs,
+            self.seed,
         )
         self.similarity_ = similarity
         extras["similarity_fit"] = similarity.thresholds.to_dict()
@@ -134,7 +137,7 @@ class EDDH(DeepHashMethod):
         if config.codes == "discrete":
             own_codes = torch.from_numpy(extras["codes"][index]).float().to(state.device)
         if config.pairing == "symmetric":
-            features = self._train_features.to(state.device)
+            features = self._train_features(state).to(state.device)
             u_all = state.network(features).float()  # V := U, with gradients through both
             s_rows = torch.from_numpy(self.similarity_.rows(index)).to(state.device)
             return symmetric_theta_loss(outputs, u_all, s_rows, own_codes, self.n_bits, config.lam)
@@ -170,7 +173,6 @@ class EDDH(DeepHashMethod):
             self.label_transfer_ = np.asarray(extras["transfer"], dtype=np.float32)
         self.extra_config_ = {**getattr(self, "extra_config_", {}),
                               "similarity_fit": extras.get("similarity_fit")}  # fmt: skip
-        del self._train_features  # the features belong to the caller; don't keep them
 
     def state(self) -> dict[str, np.ndarray]:
         # similarity_ is a fit-time helper (it holds the training features), not a weight
