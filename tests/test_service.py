@@ -1,13 +1,13 @@
 """HTTP search service on real data: 300 scikit-learn digits hashed by ITQ on small_cnn features.
 
-The index is built the way ``hashlab serve`` expects one (a durable ``HammingIndex.create``
-directory with metadata pointing into the image store), and every query goes over HTTP
-through FastAPI's TestClient, so uploads are hashed by the app's own decoding + backbone path.
+The index is built the way ``hashlab serve`` expects one (``service_deployment.py``: a durable
+``HammingIndex.create`` directory with metadata pointing into the image store), and every
+query goes over HTTP through FastAPI's TestClient, so uploads are hashed by the app's own
+decoding + backbone path.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from pathlib import Path
@@ -20,72 +20,19 @@ pytest.importorskip("multipart")  # python-multipart: FastAPI's form parser
 
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
+from service_deployment import N_BITS, N_INDEXED, TOKEN, build_deployment, png_bytes  # noqa: E402
 
 import hashlab  # noqa: E402
-from hashlab.backbones import create_backbone  # noqa: E402
 from hashlab.codes import codes_to_hex, hamming_distance_matrix  # noqa: E402
-from hashlab.data.digits import load_digits_dataset  # noqa: E402
 from hashlab.index import HammingIndex  # noqa: E402
 from hashlab.service import build_service, create_app, encode_images  # noqa: E402
 
-N_INDEXED = 300
-N_BITS = 32
-TOKEN = "s3cret-token"
 MAX_K_FOR_TEST = 1000
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("service")
-    digits = load_digits_dataset()
-    images = digits.images[: N_INDEXED + 20]
-    backbone = create_backbone("small_cnn")
-    pil_images = [Image.open(io.BytesIO(png_bytes(a))).convert("RGB") for a in images]
-    model = hashlab.create("itq", n_bits=N_BITS)
-    # the model is fitted on backbone features of the decoded PNGs, exactly what the app sees
-    import torch
-
-    with torch.inference_mode():
-        features = backbone.module(backbone.preprocess(pil_images)).numpy()
-    model.fit(features[:N_INDEXED])
-    model.extra_config_ = {"backbone": "small_cnn"}
-    model.save(root / "model")
-
-    store = root / "images"
-    store.mkdir()
-    metadata = []
-    for i in range(N_INDEXED):
-        (store / f"{i}.png").write_bytes(png_bytes(images[i]))
-        metadata.append(
-            {
-                "label": int(digits.labels[i]),
-                "lat": 48.0 + i / 1000,
-                "lon": 2.0,
-                "image": f"{i}.png",
-            }
-        )
-    # an item whose stored path tries to leave the image store
-    (root / "secret.txt").write_text("not for the web")
-    metadata[5]["image"] = "../secret.txt"
-    metadata[6] = {"path": str(root / "secret.txt")}  # absolute, as index build records
-    metadata[8] = {"path": str(store / "8.png")}
-    codes = model.encode(features[:N_INDEXED])
-    index = HammingIndex.create(root / "index", N_BITS)
-    index.add(codes, metadata=metadata)
-    index.close()
-    return {
-        "root": root,
-        "images": images,
-        "labels": digits.labels,
-        "codes": codes,
-        "extra_codes": model.encode(features[N_INDEXED:]),
-    }
+    return build_deployment(tmp_path_factory.mktemp("service"))
 
 
 @pytest.fixture()
