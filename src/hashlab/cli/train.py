@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hashlab.cli.common import UserError
+from hashlab.cli.common import UserError, add_tag_arguments, tag_supervision
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="method parameter, e.g. gamma=10 (repeatable)")  # fmt: skip
+    add_tag_arguments(parser)
     parser.set_defaults(func=run_train)
 
     encode = subparsers.add_parser(
@@ -103,10 +104,12 @@ def run_train(args: argparse.Namespace) -> int:
                         "apply to deep methods only")  # fmt: skip
 
     protocol = args.protocol or ("dch" if args.dataset == "cifar10" else "per-class")
-    dataset = load_dataset(args.dataset, args.root)
+    dataset = load_dataset(args.dataset, args.root, args.csv, args.label_column, args.tags_column)
     split = make_split(dataset, protocol=protocol, seed=args.seed)
     labels = np.asarray(dataset.labels)
     model = hashlab.create(args.method, n_bits=args.bits, seed=args.seed, **params)
+    # tag-supervised methods (IDEA, WDHT): tags + vocabulary + embedding, never labels
+    weak = tag_supervision(model, dataset, split.train, args.embedding)
     validation = split.validation
     if deep and args.mode == "finetune":
         model.fit(
@@ -116,8 +119,18 @@ def run_train(args: argparse.Namespace) -> int:
         query_codes = model.encode(dataset.subset(split.query))
         db_codes = model.encode(dataset.subset(split.database))
     else:
-        features, source = dataset_features(dataset, args.backbone, args.weights, progress)
-        if deep:
+        maps = getattr(cls, "feature_map", False)  # IDEA pools 7 x 7 region maps itself
+        features, source = dataset_features(
+            dataset, args.backbone, args.weights, progress, feature_map=maps
+        )
+        if weak:  # validation relevance: shared tags (held-out training items, not queries)
+            model.fit(
+                features[split.train], **weak,
+                validation=None if validation is None
+                else (features[validation], dataset.tags[validation]),
+            )  # fmt: skip
+            model.extra_config_["feature_source"] = source
+        elif deep:
             model.fit(
                 features[split.train], labels[split.train],
                 validation=None if validation is None
@@ -132,13 +145,15 @@ def run_train(args: argparse.Namespace) -> int:
             model.encode(features[split.query]),
             model.encode(features[split.database]),
         )
-    scores = evaluate(query_codes, db_codes, labels[split.query], labels[split.database],
-                      metrics=["map@all", "map@r2"])  # fmt: skip
+    scores = None  # a tags-only data set trains a tag-supervised model but cannot score it
+    if dataset.labels is not None:
+        scores = evaluate(query_codes, db_codes, labels[split.query], labels[split.database],
+                          metrics=["map@all", "map@r2"])  # fmt: skip
     model.extra_config_ = {
         **model.extra_config_,
         "dataset": args.dataset,
         "protocol": split.describe(),
-        "test_scores": {**scores, "database_codes": "out-of-sample"},
+        "test_scores": None if scores is None else {**scores, "database_codes": "out-of-sample"},
     }
     model.save(args.out)
     training = model.extra_config_.get("training", {})
@@ -147,7 +162,10 @@ def run_train(args: argparse.Namespace) -> int:
         best = training["best_score"]
         print(f"device {training['device']}, {len(training['history'])} epochs, best epoch "
               f"{training['best_epoch']} (validation map@all {best})")  # fmt: skip
-    print(f"test map@all {scores['map@all']:.4f}, map@r2 {scores['map@r2']:.4f}")
+    if scores is None:
+        print(f"{dataset.name} has no labels: test retrieval not scored")
+    else:
+        print(f"test map@all {scores['map@all']:.4f}, map@r2 {scores['map@r2']:.4f}")
     print(f"saved {args.out}")
     return 0
 
