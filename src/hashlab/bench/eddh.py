@@ -182,6 +182,15 @@ def claims_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _write_results(result: BenchResult, out: Path, tuning: dict[str, Any] | None) -> None:
+    write_report(result, out)
+    extra = ["", "## The paper's ablation claims on these rows", "", claims_markdown(result.rows)]
+    if tuning is not None:
+        extra += ["", "## EDDH weight selection", "", tuning_markdown(tuning)]
+    with open(out / "results.md", "a") as handle:
+        handle.write("\n".join(extra) + "\n")
+
+
 def run(
     bits: list[int],
     out: Path,
@@ -216,7 +225,17 @@ def run(
         dataset=dataset, protocol=split.protocol, methods=list(ROWS), bits=bits, metrics=METRICS,
         backbone=backbone, seed=seed, method_params=row_params,
     )  # fmt: skip
+    protocol = describe_protocol(config, data, split)
+    protocol["split"] = split.describe()
+    schedule = {
+        row: hashlab.create(method, n_bits=bits[0], **row_params[row]).hparams.epochs
+        for row, (method, _) in ROWS.items()
+    }
+    protocol["epochs"] = ", ".join(f"{row} {n}" for row, n in schedule.items())
+    if tuning is not None:
+        protocol["eddh_weights"] = f"chosen on validation at {tune_bits} bits (tuning.json)"
     rows, curves = [], {}
+    result = BenchResult(config, protocol, rows, curves)
     for n_bits in bits:
         for row, (method, _) in ROWS.items():
             model = hashlab.create(method, n_bits=n_bits, seed=seed, **row_params[row])
@@ -237,22 +256,7 @@ def run(
             if row == "eddh":
                 title = f"EDDH S^ fit, {dataset} training items, {backbone} features"
                 model.similarity_.save_fit(out / f"eddh_similarity_{n_bits}bits", title)
-    protocol = describe_protocol(config, data, split)
-    protocol["split"] = split.describe()
-    schedule = {
-        row: hashlab.create(method, n_bits=bits[0], **row_params[row]).hparams.epochs
-        for row, (method, _) in ROWS.items()
-    }
-    protocol["epochs"] = ", ".join(f"{row} {n}" for row, n in schedule.items())
-    if tuning is not None:
-        protocol["eddh_weights"] = f"chosen on validation at {tune_bits} bits (tuning.json)"
-    result = BenchResult(config, protocol, rows, curves)
-    write_report(result, out)
-    extra = ["", "## The paper's ablation claims on these rows", "", claims_markdown(rows)]
-    if tuning is not None:
-        extra += ["", "## EDDH weight selection", "", tuning_markdown(tuning)]
-    with open(out / "results.md", "a") as handle:
-        handle.write("\n".join(extra) + "\n")
+        _write_results(result, out, tuning)  # after every code length: a long run keeps its rows
     return result
 
 
