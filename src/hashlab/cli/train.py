@@ -99,6 +99,8 @@ def run_train(args: argparse.Namespace) -> int:
             device=args.device, progress=progress, resume=args.resume,
             checkpoint_dir=args.checkpoint_dir or f"{Path(args.out)}.ckpt",
         )  # fmt: skip
+        if getattr(cls, "trains_on_images", False):  # generative: sample grids, loss curves
+            params.setdefault("sample_dir", params["checkpoint_dir"])
     elif args.mode == "finetune" or args.resume:
         raise UserError(f"{args.method} is not a deep method: --mode finetune and --resume "
                         "apply to deep methods only")  # fmt: skip
@@ -111,7 +113,8 @@ def run_train(args: argparse.Namespace) -> int:
     # tag-supervised methods (IDEA, WDHT): tags + vocabulary + embedding, never labels
     weak = tag_supervision(model, dataset, split.train, args.embedding)
     validation = split.validation
-    if deep and args.mode == "finetune":
+    # methods that train on pixels (PC-AEGAN's generator) get images even in frozen mode
+    if deep and (args.mode == "finetune" or getattr(cls, "trains_on_images", False)):
         model.fit(
             dataset.subset(split.train),
             validation=None if validation is None else (dataset.subset(validation), None),

@@ -16,6 +16,7 @@ from hashlab.methods.deep import (  # noqa: F401
     eddh,
     hashnet,
     idea,
+    pc_aegan,
     wdht,
 )
 from hashlab.methods.deep.base import DeepHashConfig, DeepHashMethod, DeepHashNetwork, HashHead
