@@ -602,6 +602,42 @@ def test_path_cache_key_unchanged():
     assert folder.name == "cifar10-efficientnet_lite0-224px-d603788ff911"
 
 
+def test_file_features_decode_like_the_service(tmp_path, monkeypatch, digits):
+    """Files are decoded by ``open_image``, as uploads to the service are: an EXIF-rotated
+    photo gives its upright features, a transparent PNG those of its white composite, and a
+    plain RGB JPEG exactly what PIL's ``convert("RGB")`` gave before (caches stay valid)."""
+    import torch
+
+    from hashlab.backbones import create_backbone
+
+    monkeypatch.setenv("HASHLAB_CACHE", str(tmp_path / "cache"))
+    upright = Image.fromarray(digits.images[7])  # a 7: no rotation maps it onto itself
+    upright.save(tmp_path / "upright.png")
+    # stored turned a quarter, with the EXIF tag (6) that tells viewers to turn it back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "rotated.png", exif=exif)
+    rgba = np.dstack([digits.images[9], np.full((32, 32), 255, np.uint8)])
+    rgba[:, :16, 3] = 0  # left half transparent: its hidden pixels must not count
+    rgba[:, :16, :3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    composite = digits.images[9].copy()
+    composite[:, :16] = 255
+    Image.fromarray(composite).save(tmp_path / "composite.png")
+    Image.fromarray(digits.images[11]).save(tmp_path / "plain.jpg", quality=90)
+    names = ["upright.png", "rotated.png", "alpha.png", "composite.png", "plain.jpg"]
+    features = cache.extract_features(
+        [tmp_path / n for n in names], "small_cnn", dataset_key="decode", progress=False
+    )
+    np.testing.assert_allclose(features[1], features[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(features[2], features[3], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(features[0], features[3])  # different images stay different
+    backbone = create_backbone("small_cnn")
+    with Image.open(tmp_path / "plain.jpg") as image, torch.inference_mode():
+        before = backbone.module(backbone.preprocess([image.convert("RGB")])).numpy()
+    assert np.array_equal(features[4], before[0])
+
+
 # ---------------------------------------------------------------- CIFAR-10 pickles
 
 

@@ -135,7 +135,7 @@ def extract_features(
     ``feature_map=True`` caches the last convolutional map pooled to (N, C, 7, 7)-shaped
     region features instead (used by IDEA); it is a separate cache entry.
     """
-    from PIL import Image
+    from hashlab.data.images import open_image
 
     paths = [str(p) for p in image_paths]
     if not paths:
@@ -145,11 +145,11 @@ def extract_features(
     folder = feature_cache_path(dataset_key, tag, size_hint, paths)
 
     def load_images(start: int, stop: int) -> list:
-        images = []
-        for p in paths[start:stop]:
-            with Image.open(p) as img:
-                images.append(img.convert("RGB"))
-        return images
+        # the service's decoder, so a file and the same photo uploaded hash alike (EXIF
+        # orientation applied, transparency on white); for an RGB JPEG without an orientation
+        # tag the pixels are PIL's convert("RGB") as before, so existing caches stay valid.
+        # No pixel limit beyond PIL's own: a folder of large scans must not fail mid-cache.
+        return [open_image(p, max_pixels=None) for p in paths[start:stop]]
 
     return _extract_chunked(
         folder, len(paths), load_images, backbone, dataset_key, tag,
