@@ -1,0 +1,311 @@
+"""Load test of the search service (``hashlab serve``) on loopback.
+
+The script builds a deployment in a temporary folder, starts ``hashlab serve`` on it as a
+user would (a subprocess on 127.0.0.1, one uvicorn worker) and drives it with N concurrent
+clients (asyncio + httpx, one keep-alive connection each), one phase per query type, each
+bounded by ``--seconds`` of wall clock:
+
+* index: ``--n-items`` uniformly random ``--bits``-bit codes (default 1M x 64 bits), each
+  with a small metadata record ({"title", "lat", "lon"}) in the index's SQLite store;
+* model: ITQ fitted on ``--backbone`` features of scikit-learn digits (real images, real
+  network: EfficientNet-Lite0 by default), so image queries pay the real decoding + CNN;
+* hex-code queries: ``POST /search`` JSON {"code", "k"}, random codes (index search, metadata
+  read and HTTP dominate);
+* image queries: ``POST /search`` multipart PNG uploads of digits not used for fitting
+  (decoding and the backbone dominate).
+
+Reported per phase: completed requests, errors, QPS (completed / wall time of the phase),
+client-side latency p50 / p99 (request sent to response read), and the CPU seconds the
+server and the client process used per wall second (cores busy): client and server share
+this machine's cores, so a load generator that needs a core of its own shows up there. The
+code phase also reports the server's own index-search latency (``/stats``, last 2,000).
+
+    python benchmarks/serve.py                      # 1M x 64 bits, k = 10, 8 clients, 20 s
+    python benchmarks/serve.py --n-items 100000 --seconds 5 --out /tmp/serve.md   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+import hashlab
+from hashlab.codes import codes_to_hex
+from hashlab.data.digits import load_digits_dataset
+from hashlab.index import HammingIndex
+
+N_FIT_IMAGES = 500
+N_QUERY_IMAGES = 200
+N_QUERY_CODES = 10_000
+ADD_BATCH = 200_000  # codes added per batch while building the index (bounds peak memory)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def fit_model(folder: Path, n_bits: int, backbone_name: str) -> tuple[Path, list[bytes]]:
+    """ITQ on backbone features of digits PNGs; returns the model folder and query PNGs."""
+    import torch
+
+    from hashlab.backbones import create_backbone
+    from hashlab.data.images import open_image  # the service's decoder
+
+    digits = load_digits_dataset()
+    backbone = create_backbone(backbone_name)
+    fit_pngs = [png_bytes(a) for a in digits.images[:N_FIT_IMAGES]]
+    features = []
+    with torch.inference_mode():
+        for start in range(0, len(fit_pngs), 50):
+            images = [open_image(png) for png in fit_pngs[start : start + 50]]
+            features.append(backbone.module(backbone.preprocess(images)).float().numpy())
+    model = hashlab.create("itq", n_bits=n_bits).fit(np.concatenate(features))
+    model.extra_config_ = {"backbone": backbone_name}
+    model.save(folder / "model")
+    stop = N_FIT_IMAGES + N_QUERY_IMAGES
+    return folder / "model", [png_bytes(a) for a in digits.images[N_FIT_IMAGES:stop]]
+
+
+def build_index(folder: Path, n_items: int, n_bits: int, seed: int) -> Path:
+    """A durable index of ``n_items`` uniformly random codes with small metadata records."""
+    rng = np.random.default_rng(seed)
+    index = HammingIndex.create(folder / "index", n_bits)
+    for start in range(0, n_items, ADD_BATCH):
+        n = min(ADD_BATCH, n_items - start)
+        packed = rng.integers(0, 256, (n, (n_bits + 7) // 8), dtype=np.uint8)
+        if n_bits % 8:  # the unused low bits of the last byte must be zero
+            packed[:, -1] &= np.uint8((0xFF << (8 - n_bits % 8)) & 0xFF)
+        metadata = [
+            {"title": f"photo {start + i}", "lat": 48.0 + (start + i) % 1000 / 1000, "lon": 2.3}
+            for i in range(n)
+        ]
+        index.add(packed, metadata=metadata)
+    index.close()
+    return folder / "index"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(model: Path, index: Path, port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "hashlab", "serve", "--model", str(model),
+               "--index", str(index), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).raise_for_status()
+            return server
+        except httpx.HTTPError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                message = server.stderr.read().decode()
+                raise RuntimeError(f"the server did not start: {message}") from None
+            time.sleep(0.5)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+
+
+async def load_phase(url: str, request: Request, clients: int, seconds: float) -> dict:
+    """``clients`` workers send requests back to back until ``seconds`` have passed."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def worker(first: int) -> None:
+            position = first
+            while time.perf_counter() < deadline:
+                sent = time.perf_counter()
+                try:
+                    response = await request(client, position)
+                    if response.status_code == 200:
+                        latencies.append(time.perf_counter() - sent)
+                    else:
+                        errors.append(f"{response.status_code} {response.text[:100]}")
+                except httpx.HTTPError as error:
+                    errors.append(repr(error))
+                position += clients
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(clients)))
+        elapsed = time.perf_counter() - started
+    array = np.asarray(latencies) * 1000.0
+    return {
+        "requests": len(latencies),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "seconds": elapsed,
+        "qps": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(array, 50)) if len(array) else float("nan"),
+        "p99_ms": float(np.percentile(array, 99)) if len(array) else float("nan"),
+    }
+
+
+def run_phase(url: str, request: Request, clients: int, seconds: float, server_pid: int) -> dict:
+    server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
+    result = asyncio.run(load_phase(url, request, clients, seconds))
+    server_after = cpu_seconds(server_pid)
+    wall = result["seconds"]
+    result["clients"] = clients
+    result["client_cores"] = (time.process_time() - client_cpu) / wall
+    result["server_cores"] = (
+        None if server_cpu is None or server_after is None else (server_after - server_cpu) / wall
+    )
+    return result
+
+
+def table(rows: list[tuple[str, dict]]) -> str:
+    lines = [
+        "| queries | clients | requests | errors | QPS | p50 ms | p99 ms | server cores "
+        "| client cores |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows:
+        server = "n/a" if r["server_cores"] is None else f"{r['server_cores']:.2f}"
+        lines.append(
+            f"| {name} | {r['clients']} | {r['requests']:,} | {r['errors']} | {r['qps']:,.1f} "
+            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {server} | {r['client_cores']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n-items", type=int, default=1_000_000)
+    parser.add_argument("--bits", type=int, default=64)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=8, help="concurrent code-query clients")
+    parser.add_argument(
+        "--image-clients", type=int, default=None, help="concurrent image clients (default: same)"
+    )
+    parser.add_argument("--seconds", type=float, default=20.0, help="wall time of each phase")
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/serve_results.md", help="markdown report")
+    args = parser.parse_args()
+    for name in ("n_items", "bits", "k", "clients"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.seconds <= 0 or args.seconds > 600:
+        parser.error(f"--seconds must be in (0, 600], got {args.seconds}")
+    image_clients = args.image_clients or args.clients
+
+    folder = Path(tempfile.mkdtemp(prefix="hashlab-serve-bench-"))
+    server = None
+    try:
+        started = time.perf_counter()
+        model_dir, query_pngs = fit_model(folder, args.bits, args.backbone)
+        index_dir = build_index(folder, args.n_items, args.bits, args.seed)
+        build_seconds = time.perf_counter() - started
+        rng = np.random.default_rng(args.seed + 1)
+        query_codes = codes_to_hex(rng.integers(0, 2, (N_QUERY_CODES, args.bits), dtype=np.uint8))
+        port = free_port()
+        server = start_server(model_dir, index_dir, port)
+        url = f"http://127.0.0.1:{port}"
+
+        async def code_query(client: httpx.AsyncClient, i: int) -> httpx.Response:
+            body = {"code": query_codes[i % len(query_codes)], "k": args.k}
+            return await client.post("/search", json=body)
+
+        async def image_query(client: httpx.AsyncClient, i: int) -> httpx.Response:
+            upload = {"image": ("query.png", query_pngs[i % len(query_pngs)], "image/png")}
+            return await client.post("/search", files=upload, data={"k": str(args.k)})
+
+        # warm-up: the first code search builds the index's tables, the first upload the CNN
+        for _ in range(3):
+            httpx.post(f"{url}/search", json={"code": query_codes[0], "k": args.k}, timeout=300)
+            upload = {"image": ("query.png", query_pngs[0], "image/png")}
+            httpx.post(f"{url}/search", files=upload, timeout=300).raise_for_status()
+        load_average = os.getloadavg()
+        code_result = run_phase(url, code_query, args.clients, args.seconds, server.pid)
+        stats = httpx.get(f"{url}/stats").json()
+        image_result = run_phase(url, image_query, image_clients, args.seconds, server.pid)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    import torch
+    import uvicorn
+
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    config = {
+        "items": args.n_items,
+        "bits": args.bits,
+        "k": args.k,
+        "seconds per phase": args.seconds,
+        "model": f"itq on {args.backbone} features of {N_FIT_IMAGES} digits (32x32 RGB PNGs)",
+        "server": "hashlab serve, 1 uvicorn worker, access log on, 127.0.0.1",
+        "client": "asyncio + httpx, one keep-alive connection per client, same machine",
+        "cpu": f"{os.cpu_count()} logical CPUs ({affinity} usable), "
+        f"{platform.processor() or platform.machine()}",
+        "load average before the phases (1/5/15 min)": " / ".join(f"{x:.2f}" for x in load_average),
+        "versions": f"python {platform.python_version()}, torch {torch.__version__}, "
+        f"uvicorn {uvicorn.__version__}, httpx {httpx.__version__}",
+        "build (model + index) seconds": round(build_seconds, 1),
+    }
+    search_ms = stats["search_latency_ms"]
+    rows = [("hex code", code_result), ("image upload", image_result)]
+    command = "python " + " ".join([sys.argv[0], *sys.argv[1:]])
+    report = [
+        "# Search service load test",
+        "",
+        f"Command: `{command}`",
+        "",
+        *(f"- {key}: {value}" for key, value in config.items()),
+        "",
+        table(rows),
+        "",
+        f"Server-side index search alone (k = {args.k}, from /stats over the last "
+        f"{min(code_result['requests'] + 3, 2000):,} code queries): p50 {search_ms['p50']} ms, "
+        f"p99 {search_ms['p99']} ms.",
+        "",
+        "Cores: CPU seconds per wall second of the server process and of the load generator; "
+        "both share this machine, so their sum is bounded by the usable CPUs.",
+    ]
+    for name, result in rows:
+        if result["first_error"]:
+            report.append(f"\nFirst {name} error: `{result['first_error']}`")
+    text = "\n".join(report) + "\n"
+    print(text)
+    Path(args.out).write_text(text)
+    print(json.dumps({name: result for name, result in rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
