@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import SHARED_DATA
 
+import hashlab
 import hashlab.methods.deep.idea as idea_module
 import hashlab.methods.deep.wdht  # noqa: F401  (registers "wdht")
 from hashlab.losses.idea import (
@@ -218,3 +219,25 @@ def test_idea_learns_from_real_tags_better_than_lsh():
     idea_map = evaluate(idea_codes, idea_codes, data.labels, data.labels, metrics=["map@all"])
     lsh_map = evaluate(lsh_codes, lsh_codes, data.labels, data.labels, metrics=["map@all"])
     assert idea_map["map@all"] > lsh_map["map@all"]
+
+
+def test_centred_tag_embeddings_subtract_the_training_mean():
+    """center_tag_embeddings: t_i minus the training items' mean t (Eq. 5, then centred)."""
+    from hashlab.text import average_tag_embeddings
+
+    rng = np.random.default_rng(0)
+    tags = rng.random((30, 6)) < 0.4
+    tags[:, 0] = True  # every image has a known tag
+    tag_vectors = rng.normal(size=(6, 4)).astype(np.float32) + 3.0  # a shared direction
+    maps = _random_maps(30)
+    expected, _ = average_tag_embeddings(tags, tag_vectors)
+    centred = hashlab.create("wdht", n_bits=8, epochs=1, center_tag_embeddings=True)
+    centred.fit(maps, tags=tags, tag_vectors=tag_vectors)
+    assert np.allclose(centred.tag_center_, expected.mean(axis=0), atol=1e-5)
+    raw = hashlab.create("wdht", n_bits=8, epochs=1).fit(maps, tags=tags, tag_vectors=tag_vectors)
+    assert not raw.tag_center_.any()  # the paper's t, unchanged
+    extras = {"tag_vectors": torch.from_numpy(tag_vectors),
+              "tag_center": torch.from_numpy(centred.tag_center_)}  # fmt: skip
+    state = type("State", (), {"extras": extras})
+    t = centred.batch_tag_embeddings(torch.from_numpy(tags.astype(np.float32)), state)
+    assert np.allclose(t.numpy().mean(axis=0), 0.0, atol=1e-5)

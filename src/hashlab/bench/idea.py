@@ -12,7 +12,10 @@ Training sees tags only (``fit(x, tags=...)``); labels are used for scoring alon
 Features: EfficientNet-Lite0's last map (1,280 x 7 x 7), frozen, cached on disk; ITQ and LSH
 get its global average (the same features). Tag embeddings: GloVe 6B 50-d, and skip-gram
 word2vec (300-d) trained on the tag lists of the 20,015 items minus that seed's queries.
-Fixed epochs, no model selection (no query ever informs training or selection).
+Fixed epochs, no model selection (no query ever informs training or selection); or, with
+``--tag-validation F``, the deep methods hold out F of their training items and keep the
+epoch whose codes retrieve best on them with "shares a tag" as relevance (tags only: weak
+supervision stays weak, and the queries stay unseen).
 Outputs ``idea_bench.json`` (config + every run) and ``idea_bench.md`` (mean +- std).
 """
 
@@ -57,7 +60,8 @@ def _tag_vectors(embedding: str, vocab: list[str], query_rows: np.ndarray, root:
 
 def run(bits: list[int], seeds: list[int], n_query: int = 200, root: Path = DATA_ROOT,
         embeddings: tuple[str, ...] = ("glove", "word2vec"), epochs: int | None = None,
-        methods: tuple[str, ...] = DEEP_METHODS + SHALLOW_METHODS) -> dict[str, Any]:  # fmt: skip
+        methods: tuple[str, ...] = DEEP_METHODS + SHALLOW_METHODS,
+        tag_validation: float = 0.0) -> dict[str, Any]:  # fmt: skip
     """Every (seed, embedding, bits, method) run as rows of a JSON-able dict."""
     import hashlab.methods.deep.idea  # noqa: F401  (registers idea, idea_l, idea_a)
     import hashlab.methods.deep.wdht  # noqa: F401
@@ -72,7 +76,9 @@ def run(bits: list[int], seeds: list[int], n_query: int = 200, root: Path = DATA
     rows_in_full = np.array([m["row_in_20015"] for m in data.metadata])
     results: list[dict[str, Any]] = []
     coverage: dict[str, Any] = {}
-    deep_params = {} if epochs is None else {"epochs": epochs}
+    deep_params: dict[str, Any] = {} if epochs is None else {"epochs": epochs}
+    if tag_validation:  # best epoch on held-out training items' tags
+        deep_params["validation_fraction"] = tag_validation
     for seed in seeds:
         order = np.random.default_rng(seed).permutation(len(data))
         query, train = order[:n_query], order[n_query:]
@@ -96,9 +102,11 @@ def run(bits: list[int], seeds: list[int], n_query: int = 200, root: Path = DATA
                     started = time.perf_counter()
                     model = hashlab.create(name, n_bits=n_bits, seed=seed, **deep_params)
                     model.fit(maps[train], tags=data.tags[train], tag_vectors=tag_vectors)
+                    epoch = model.extra_config_["training"]["best_epoch"]
                     results.append({"seed": seed, "bits": n_bits, "method": name,
                                     "embedding": embedding, **score(model, maps),
-                                    "fit_seconds": time.perf_counter() - started})  # fmt: skip
+                                    "fit_seconds": time.perf_counter() - started,
+                                    "epoch": epoch})  # fmt: skip
                     print(results[-1], flush=True)
     return {
         "protocol": {
@@ -113,6 +121,10 @@ def run(bits: list[int], seeds: list[int], n_query: int = 200, root: Path = DATA
             "database_codes": "out-of-sample",
             "seeds": seeds,
             "epochs": epochs or "default",
+            "model_selection": f"best epoch by map@all on {tag_validation:.0%} of the training "
+            "items held out, relevance = shared tag"
+            if tag_validation
+            else "none (fixed epochs)",
             "caveat": data.info.get("caveat"),
         },
         "tag_coverage": coverage,
@@ -142,27 +154,72 @@ def markdown(result: dict[str, Any]) -> str:
                 cells.append(f"{np.mean(values):.4f} +- {np.std(values):.4f}")
             lines.append(f"| {method} | {embedding} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["### Paper's claims, answered with map@all means (true/false per bits)", ""]
-    for embedding in sorted({r["embedding"] for r in rows} - {"-"}):
-
-        def mean(m: str, b: int, e: str = embedding) -> float:
-            emb = "-" if m in SHALLOW_METHODS else e
-            return float(
-                np.mean(
-                    [
-                        r["map@all"]
-                        for r in rows
-                        if (r["method"], r["embedding"], r["bits"]) == (m, emb, b)
-                    ]
-                )
-            )
-
-        for left, right in (("idea", "idea_a"), ("idea", "idea_l"), ("idea", "wdht"),
-                            ("wdht", "itq"), ("itq", "lsh")):  # fmt: skip
-            if {left, right} <= {r["method"] for r in rows}:
-                verdicts = [f"{b}: {mean(left, b) > mean(right, b)}" for b in bits]
-                lines.append(f"- {embedding}: {left} > {right}? " + ", ".join(verdicts))
+    lines += claims_markdown(rows, bits)
     return "\n".join(lines) + "\n"
+
+
+CLAIMS = (("idea", "idea_a"), ("idea", "idea_l"), ("idea", "wdht"), ("wdht", "itq"),
+          ("itq", "lsh"))  # fmt: skip
+
+
+def claims_markdown(rows: list[dict[str, Any]], bits: list[int]) -> list[str]:
+    """The paper's orderings, answered per embedding with paired map@all differences.
+
+    A cell is the mean +- std over seeds of (left - right) on the same split, and how many
+    seeds had left > right. "holds" needs left > right for every seed at every bit length,
+    "reversed" the opposite; anything else is "mixed".
+    """
+
+    def value(method: str, embedding: str, n_bits: int, seed: int) -> float | None:
+        emb = "-" if method in SHALLOW_METHODS else embedding
+        for r in rows:
+            if (r["method"], r["embedding"], r["bits"], r["seed"]) == (method, emb, n_bits, seed):
+                return float(r["map@all"])
+        return None
+
+    seeds = sorted({r["seed"] for r in rows})
+    methods = {r["method"] for r in rows}
+    lines = ["### The paper's claims, answered (map@all: left - right, paired by seed)", "",
+             "| embedding | claim | verdict | " + " | ".join(f"{b} bits" for b in bits) + " |",
+             "|---|---|---|" + "---|" * len(bits)]  # fmt: skip
+    for embedding in sorted({r["embedding"] for r in rows} - {"-"}):
+        for left, right in CLAIMS:
+            if not {left, right} <= methods:
+                continue
+            cells, signs = [], []
+            for b in bits:
+                pairs = [
+                    (value(left, embedding, b, s), value(right, embedding, b, s)) for s in seeds
+                ]
+                diffs = np.array([a - c for a, c in pairs if a is not None and c is not None])
+                signs += list(np.sign(diffs))
+                cells.append(f"{diffs.mean():+.4f} +- {diffs.std():.4f} ({int((diffs > 0).sum())}"
+                             f"/{len(diffs)})")  # fmt: skip
+            verdict = ("holds" if all(x > 0 for x in signs) else
+                       "reversed" if all(x < 0 for x in signs) else "mixed")  # fmt: skip
+            lines.append(
+                f"| {embedding} | {left} > {right} | {verdict} | " + " | ".join(cells) + " |"
+            )
+    return lines + [""]
+
+
+def plot(result: dict[str, Any], out: Path) -> list[Path]:
+    """map@all against bits (mean over seeds), one figure per tag embedding."""
+    from hashlab.bench.plots import plot_metric_vs_bits
+
+    rows = result["rows"]
+    paths = []
+    for embedding in sorted({r["embedding"] for r in rows} - {"-"}):
+        chosen = [r for r in rows if r["embedding"] in ("-", embedding)]
+        means = []
+        for method, n_bits in sorted({(r["method"], r["bits"]) for r in chosen}):
+            values = [r["map@all"] for r in chosen if (r["method"], r["bits"]) == (method, n_bits)]
+            means.append({"method": method, "bits": n_bits, "map@all": float(np.mean(values))})
+        title = f"MIRFlickr-730, tags embedded with {embedding} (mean of seeds)"
+        paths.append(
+            plot_metric_vs_bits(means, "map@all", out / f"idea_map_{embedding}.png", title)
+        )
+    return paths
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,16 +229,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-query", type=int, default=200)
     parser.add_argument("--embeddings", default="glove,word2vec")
     parser.add_argument("--epochs", type=int, default=None, help="deep methods' epochs")
+    parser.add_argument("--tag-validation", type=float, default=0.0,
+                        help="fraction of training items held out to pick the epoch by "
+                        "tag-relevance map@all (default 0: fixed epochs)")  # fmt: skip
     parser.add_argument("--data", type=Path, default=DATA_ROOT, help="MIRFlickr-25K folder")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     bits = [int(b) for b in args.bits.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     embeddings = tuple(args.embeddings.split(","))
-    result = run(bits, seeds, args.n_query, args.data, embeddings, args.epochs)
+    result = run(bits, seeds, args.n_query, args.data, embeddings, args.epochs,
+                 tag_validation=args.tag_validation)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "idea_bench.json").write_text(json.dumps(result, indent=2))
     (args.out / "idea_bench.md").write_text(markdown(result))
+    plot(result, args.out)
     print(markdown(result))
 
 

@@ -17,6 +17,12 @@ from them (:func:`mean_tag_embeddings`). Validation, when asked for
 (``validation_fraction`` > 0, or ``validation=(x_val, tags_val)``), scores map@all with
 "shares a tag" as relevance: still weak supervision, never labels, never the queries. The
 paper trains for fixed epochs, so by default there is none.
+
+``center_tag_embeddings=True`` (ours, off by default) subtracts the training items' mean t
+before any use: averaged word vectors share a large common direction (Mu and Viswanath,
+"All-but-the-Top", ICLR 2018), so cos(t_i, t_j) is positive for almost every pair
+(mean 0.37 with GloVe on MIRFlickr), and pairwise targets built from it ask unrelated images
+for similar codes.
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ class TagSupervisedConfig(DeepHashConfig):
     momentum: float = 0.9
     patience: int | None = None  # the paper trains for fixed epochs
     validation_fraction: float = 0.0
+    center_tag_embeddings: bool = False  # ours (see the module docstring)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -138,6 +145,11 @@ class TagSupervisedMethod(DeepHashMethod):
                 )
             record = {"embedding": "given", "oov_tags": int((~tag_vectors.any(axis=1)).sum())}
         self.tag_vectors_ = np.asarray(tag_vectors, dtype=np.float32)
+        self.tag_center_ = np.zeros(self.tag_vectors_.shape[1], dtype=np.float32)
+        if self.hparams.center_tag_embeddings:
+            t = mean_tag_embeddings(torch.from_numpy(tags.astype(np.float32)),
+                                    torch.from_numpy(self.tag_vectors_))  # fmt: skip
+            self.tag_center_ = t.mean(dim=0).numpy()
         known = np.abs(self.tag_vectors_).sum(axis=1) > 0
         record["images_without_known_tag"] = int((tags @ known == 0).sum())
         record["supervision"] = "tags only (labels never passed to fit)"
@@ -159,7 +171,9 @@ class TagSupervisedMethod(DeepHashMethod):
     # -- trainer hooks --------------------------------------------------------------------
     def on_train_start(self, state: Any) -> None:
         state.extras["tag_vectors"] = torch.from_numpy(self.tag_vectors_).to(state.device)
+        state.extras["tag_center"] = torch.from_numpy(self.tag_center_).to(state.device)
 
     def batch_tag_embeddings(self, tag_targets: torch.Tensor, state: Any) -> torch.Tensor:
         """t_i (Eq. 5) of the batch's images, from their tag indicator rows."""
-        return mean_tag_embeddings(tag_targets, state.extras["tag_vectors"])
+        t = mean_tag_embeddings(tag_targets, state.extras["tag_vectors"])
+        return t - state.extras["tag_center"]
