@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hashlab.bench.paper_numbers import paper_comparison_table
 from hashlab.bench.runner import BenchResult
 
 
@@ -49,9 +50,14 @@ def write_report(result: BenchResult, out_dir: str | Path) -> dict[str, Path]:
         writer = csv.DictWriter(handle, fieldnames=scalar_keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(result.rows)
-    files["markdown"].write_text(
-        f"Protocol: {protocol_text(result.protocol)}\n\n{markdown_table(result)}\n"
-    )
+    markdown = f"Protocol: {protocol_text(result.protocol)}\n\n{markdown_table(result)}\n"
+    for metric in result.config.metrics:
+        beside_paper = paper_comparison_table(
+            result.rows, result.config.dataset, result.config.protocol, metric
+        )
+        if beside_paper:
+            markdown += f"\n{beside_paper}\n"
+    files["markdown"].write_text(markdown)
     for n_bits in sorted({row["bits"] for row in result.rows}):
         curves = {
             key.split("@")[0]: (value["precision"], value["recall"])
