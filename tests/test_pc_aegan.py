@@ -39,9 +39,11 @@ def t(rows):
 def test_approximate_code_loss_eq6_by_hand():
     # q = 2; pair 1 similar, <h_i, h_j> / q = 1/2 -> (1 - 1/2)^2; pair 2 dissimilar, 0 -> 0
     h_i, h_j, s = t([[1, 0], [1, 1]]), t([[1, 1], [0, 0]]), t([1, 0])
-    assert approximate_code_loss(h_i, h_j, s, weights=torch.ones(2)).item() == pytest.approx(0.125)
-    # class-balance weights (Eq. 4): |S| / |S_1| = 2 for both pairs here
-    assert approximate_code_loss(h_i, h_j, s).item() == pytest.approx(0.25)
+    assert approximate_code_loss(h_i, h_j, s).item() == pytest.approx(0.125)
+    assert approximate_code_loss(h_i, h_j, s, weights=t([2, 0])).item() == pytest.approx(0.25)
+    # +-1 codes: equal codes of a similar pair and orthogonal codes of a dissimilar one cost 0
+    a, b = t([[1, 1], [1, 1]]), t([[1, 1], [1, -1]])
+    assert approximate_code_loss(a, b, s).item() == pytest.approx(0.0)
 
 
 def test_wasserstein_critic_loss_by_hand():
@@ -60,11 +62,13 @@ def test_gradient_penalty_of_a_linear_critic():
 def test_pair_similarity_and_generator_losses_by_hand():
     # sigmoid(0) = 1/2 for a similar pair: log 2; sigmoid(log 3) = 3/4 for a dissimilar: log 4
     logits, s = t([0.0, math.log(3.0)]), t([1, 0])
-    expected_bce = (math.log(2.0) + math.log(4.0)) / 2
-    assert pair_similarity_loss(logits, s).item() == pytest.approx(expected_bce)
+    plain = (math.log(2.0) + math.log(4.0)) / 2
+    assert pair_similarity_loss(logits, s, weights=torch.ones(2)).item() == pytest.approx(plain)
+    # class-balance weights (the default): |S| / |S_1| = |S| / |S_0| = 2 here
+    assert pair_similarity_loss(logits, s).item() == pytest.approx(2 * plain)
     # Eq. 10: -E[D(fake)] + BCE
     value = generator_adversarial_loss(t([1, 3]), logits, s).item()
-    assert value == pytest.approx(-2.0 + expected_bce)
+    assert value == pytest.approx(-2.0 + 2 * plain)
 
 
 def test_cosine_losses_by_hand():

@@ -94,14 +94,16 @@ def run_row(
     return row
 
 
-def plan(bits: list[int], ablation_bits: int, gan: dict[str, Any], baseline_epochs: int,
-         cosine_gan: bool) -> list[tuple]:  # fmt: skip
+def plan(bits: list[int], ablation_bits: int | None, gan: dict[str, Any], baseline_epochs: int,
+         cosine_gan: bool, which: str = "all") -> list[tuple]:  # fmt: skip
     """(label, method, bits, params, training set) of every row, in running order.
 
     The ablation bit length comes first, with every ablation, so that a run cut short still
-    answers every claim at one bit length.
+    answers every claim at one bit length. ``which``: "all", "main" (no ablation rows) or
+    "ablations" (only them), to run parts side by side and ``--merge`` them.
     """
     rows: list[tuple] = []
+    ablations: list[tuple] = []
     baseline = {"epochs": baseline_epochs}
     for n_bits in sorted(bits, key=lambda b: b != ablation_bits):
         rows += [
@@ -115,7 +117,7 @@ def plan(bits: list[int], ablation_bits: int, gan: dict[str, Any], baseline_epoc
         ]  # fmt: skip
         if n_bits != ablation_bits:
             continue
-        rows += [
+        ablations += [
             ("pc_aegan, no code discriminator", "pc_aegan", ablation_bits,
              {**gan, "code_discriminator": False}, "full"),
             ("500 labels: real only", "pc_aegan", ablation_bits,
@@ -124,9 +126,12 @@ def plan(bits: list[int], ablation_bits: int, gan: dict[str, Any], baseline_epoc
              {**gan, "epochs": gan["epochs"] * 10}, "scarce"),
         ]  # fmt: skip
         if cosine_gan:
-            rows.append(("pc_aegan, cosine losses", "pc_aegan", ablation_bits,
-                         {**gan, "hash_losses": "cosine"}, "full"))  # fmt: skip
-    return rows
+            ablations.append(("pc_aegan, cosine losses", "pc_aegan", ablation_bits,
+                              {**gan, "hash_losses": "cosine"}, "full"))  # fmt: skip
+    if which == "all":  # the ablations right after the main rows at their bit length
+        split = len(ablations) and 6
+        return rows[:split] + ablations + rows[split:]
+    return rows if which == "main" else ablations
 
 
 def _value(rows: list[dict], label: str, n_bits: int, metric: str) -> float | None:
@@ -221,14 +226,40 @@ def claims(result: dict[str, Any]) -> list[str]:
     return out
 
 
+def merge(files: list[str], out: Path, bits: list[int]) -> None:
+    """One report from several runs' result.json (rows concatenated; first run's config)."""
+    parts = [json.loads(Path(f).read_text()) for f in files]
+    rows = {}
+    for row in (row for part in parts for row in part["rows"]):
+        rows.setdefault((row["row"], row["bits"]), row)  # a row run twice: the first file's
+    result = {**parts[0], "rows": list(rows.values())}
+    result["config"] = {**result["config"], "bits": bits,
+                        "merged_from": [{"file": f, "command": p["config"]["command"]}
+                                        for f, p in zip(files, parts, strict=True)]}  # fmt: skip
+    ablations = [p["config"]["ablation_bits"] for p in parts if p["config"]["ablation_bits"]]
+    result["config"]["ablation_bits"] = ablations[0] if ablations else 0
+    result["config"]["command"] = " ; ".join(p["config"]["command"] for p in parts)
+    (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "results.md").write_text(markdown(result))
+    for figure in (png for f in files for png in Path(f).parent.glob("*.png")):
+        shutil.copy(figure, out / figure.name)
+    print(markdown(result))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bits", default="16,32,48,64")
     parser.add_argument("--out", default="benchmarks/pc_aegan")
     parser.add_argument("--data-root", default="/work/shared/data")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the GAN methods")
-    parser.add_argument("--ablation-bits", type=int, default=32)
-    parser.add_argument("--generator-hash-loss", action="store_true")
+    parser.add_argument("--ablation-bits", type=int, default=32,
+                        help="bit length of the ablation rows; 0: no ablation rows")
+    parser.add_argument("--merge", nargs="+", metavar="RESULT_JSON",
+                        help="only write results.md (and result.json) in --out from the rows "
+                        "of earlier runs, e.g. one run per bit length run side by side")
+    parser.add_argument("--generator-hash-loss", action=argparse.BooleanOptionalAction,
+                        default=True, help="G also minimises L_F of its fakes (Eq. 17)")
+    parser.add_argument("--rows", choices=("all", "main", "ablations"), default="all")
     parser.add_argument("--channels", type=int, default=16,
                         help="base width of G and D (method default 32)")
     parser.add_argument("--generated-per-batch", type=int, default=16)
@@ -241,6 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     bits = [int(b) for b in args.bits.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        merge(args.merge, out, bits)
+        return
 
     from hashlab.data.splits import make_split
 
@@ -272,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": [],
     }  # fmt: skip
     samples = out / "runs"
-    rows = plan(bits, args.ablation_bits, gan, args.baseline_epochs, args.cosine_gan)
+    rows = plan(bits, args.ablation_bits, gan, args.baseline_epochs, args.cosine_gan, args.rows)
     for label, method, n_bits, params, which in rows:
         params = dict(params)
         figures = None

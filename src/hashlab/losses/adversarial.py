@@ -5,15 +5,15 @@ in ``hashlab.methods.deep.pc_aegan_networks``. Equation numbers are PC-AEGAN's
 (``shared/specs/pc_aegan.md``):
 
 * approximate hash codes (Eq. 6): L_H = ||S - (1/q) H H^T||_F^2, evaluated on sampled pairs
-  only (an n x n S for n = 59,000 would not fit); averaged over the pairs, by default with the
-  class-balance weights of Eq. 4 (see the function); :func:`approximate_code_loss`.
+  only (an n x n S for n = 59,000 would not fit); averaged over the pairs;
+  :func:`approximate_code_loss`.
 * WGAN critic (Eq. 7 / Eq. 11): E[score(fake)] - E[score(real)];
   :func:`wasserstein_critic_loss`, plus lambda times :func:`gradient_penalty`
   E[(||grad critic(x_hat)||_2 - 1)^2] on random interpolates x_hat (WGAN-GP, Gulrajani et al.
   2017). Eq. 11 is the same loss with H as "real" and the generator's random codes Z_r as
   "fake".
 * pair head (Eq. 8): binary cross-entropy between the pair head's probability that two images
-  are similar and S_ij; :func:`pair_similarity_loss` (on logits, for stability).
+  are similar and S_ij, class-balanced by default; :func:`pair_similarity_loss` (on logits).
 * generator (Eq. 10): -E[D(I_fake)] + BCE(D(I_fake_i, I_real_j), S_ij);
   :func:`generator_adversarial_loss`.
 """
@@ -41,16 +41,14 @@ def approximate_code_loss(
 ) -> torch.Tensor:
     """Eq. 6 on sampled pairs: mean over pairs of w_ij (s_ij - <h_i, h_j> / q)^2.
 
-    ``h_i``, ``h_j`` are (P, q) codes in [0, 1] (sigmoid-relaxed during optimisation) of the
-    two members of P pairs, ``s`` their (P,) 0/1 similarities. ``weights=None`` uses the
-    class-balance weights of Eq. 4 (our addition; Eq. 6 is unweighted, pass ones for it): with
-    10 classes only 10% of pairs are similar, and unweighted the all-zero H, whose loss is that
-    10%, is a minimum that stage 1 falls into (every bit 0 in our first run).
+    ``h_i``, ``h_j`` are (P, q) relaxed codes of the two members of P pairs, ``s`` their (P,)
+    0/1 similarities, ``weights`` optional per-pair weights (default: all 1, as Eq. 6).
+    The method passes codes in [-1, 1] (see ``pc_aegan_game``): then s_ij = 1 asks for equal
+    codes and s_ij = 0 for orthogonal ones.
     """
-    if weights is None:
-        weights = class_balance_weights(s)
     n_bits = h_i.shape[1]
-    return (weights * (s.to(h_i.dtype) - (h_i * h_j).sum(dim=1) / n_bits).pow(2)).mean()
+    residual = (s.to(h_i.dtype) - (h_i * h_j).sum(dim=1) / n_bits).pow(2)
+    return residual.mean() if weights is None else (weights * residual).mean()
 
 
 def wasserstein_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
@@ -77,9 +75,19 @@ def gradient_penalty(
     return (norms - 1.0).pow(2).mean()
 
 
-def pair_similarity_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Eq. 8: mean binary cross-entropy between sigmoid(logits) and the 0/1 similarities."""
-    return functional.binary_cross_entropy_with_logits(logits, s.to(logits.dtype))
+def pair_similarity_loss(
+    logits: torch.Tensor, s: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Eq. 8: mean binary cross-entropy between sigmoid(logits) and the 0/1 similarities.
+
+    ``weights=None`` uses the class-balance weights of Eq. 4 (our addition: with 10 classes
+    90% of pairs are dissimilar, and unweighted the head sat at "always dissimilar" for a whole
+    CPU run); pass ones for the plain Eq. 8.
+    """
+    if weights is None:
+        weights = class_balance_weights(s)
+    return functional.binary_cross_entropy_with_logits(logits, s.to(logits.dtype),
+                                                       weight=weights.to(logits.dtype))
 
 
 def generator_adversarial_loss(

@@ -1,10 +1,14 @@
 """The adversarial game of PC-AEGAN (Eq. 6-11, 17) and PC-WGAN, one batch at a time.
 
 :class:`AdversarialGame` holds the players that are not the hash network: the approximate
-codes H (stage 1, as logits relaxed by a sigmoid), the generator G, the image discriminator D
-and, for PC-AEGAN, the code discriminator C, each with its own Adam optimiser. The Trainer
-trains the hash network F; the method's loss hook calls :meth:`AdversarialGame.step` once per
-batch, which plays, in order (Eq. 17):
+codes H (stage 1, as logits), the generator G, the image discriminator D and, for PC-AEGAN, the
+code discriminator C, each with its own Adam optimiser. Eq. 6 is scored on codes in {-1, 1}
+(tanh-relaxed), shown to the generator and to C as (h + 1) / 2 in {0, 1}: printed with H in
+{0, 1}, Eq. 6 has no good solution beyond two classes (a similar pair needs both codes all
+ones, a dissimilar pair disjoint ones; our stage 1 ended at all-zero codes unweighted and at
+all-one codes class-balanced), while with +-1 codes S_ij = 0 asks for orthogonal codes, which
+exist (CNNH's form of the same objective). The Trainer trains the hash network F; the method's
+loss hook calls :meth:`AdversarialGame.step` once per batch, which plays, in order (Eq. 17):
 
 1. D: min L_D = L_Ds + L_Dc (Eq. 7 + Eq. 8 = Eq. 9). Eq. 17 writes min_D L_F + eta L_D, but L_F
    does not depend on D's parameters, so D's step is eta L_D alone.
@@ -70,7 +74,8 @@ class AdversarialGame:
         self.device = device
         self.labels = train_labels.float().to(device)
         q = settings.n_bits
-        self.code_logits = torch.nn.Parameter(0.1 * torch.randn(len(self.labels), q, device=device))
+        # unit-scale logits: tanh(0) = 0 is a stationary point of Eq. 6, start away from it
+        self.code_logits = torch.nn.Parameter(torch.randn(len(self.labels), q, device=device))
         self.generator = Generator(q, settings.noise_dim, settings.image_size,
                                    settings.generator_channels).to(device)  # fmt: skip
         self.discriminator = Discriminator(settings.image_size,
@@ -91,10 +96,15 @@ class AdversarialGame:
         self.history: list[dict[str, float]] = []
 
     # -- stage 1 ------------------------------------------------------------------------
-    def codes(self, indices: torch.Tensor | None = None) -> torch.Tensor:
-        """Relaxed approximate codes H in (0, 1) of training items (all when ``None``)."""
+    def signed_codes(self, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """Relaxed approximate codes in (-1, 1) (tanh of the logits), what Eq. 6 scores."""
         logits = self.code_logits if indices is None else self.code_logits[indices]
-        return torch.sigmoid(logits)
+        return torch.tanh(logits)
+
+    def codes(self, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """Relaxed approximate codes H in (0, 1) of training items (all when ``None``): what the
+        generator and the code discriminator see, on the scale of Z_r in {0, 1}^q."""
+        return 0.5 * (self.signed_codes(indices) + 1.0)
 
     def pretrain_codes(self, generator: torch.Generator | None = None) -> list[float]:
         """Stage 1: minimise Eq. 6 on ``code_pairs`` random pairs per step; returns L_H."""
@@ -105,7 +115,7 @@ class AdversarialGame:
             i = torch.randint(n, (settings.code_pairs,), device=self.device, generator=generator)
             j = torch.randint(n, (settings.code_pairs,), device=self.device, generator=generator)
             s = ((self.labels[i] * self.labels[j]).sum(1) > 0).float()
-            loss = approximate_code_loss(self.codes(i), self.codes(j), s)  # Eq. 6
+            loss = approximate_code_loss(self.signed_codes(i), self.signed_codes(j), s)  # Eq. 6
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -113,7 +123,7 @@ class AdversarialGame:
         return losses
 
     def binary_codes(self) -> torch.Tensor:
-        """Stage 1's output: H binarised at 1/2."""
+        """Stage 1's output: H binarised at 1/2 (0/1 bits)."""
         return (self.codes() > 0.5).to(torch.uint8)
 
     # -- stage 2 ------------------------------------------------------------------------
@@ -198,8 +208,9 @@ class AdversarialGame:
         # fake_i is made from real_i's code, so S(fake_i, real_j) = S_ij
         pair_logits = self.discriminator.pair_logits(fake_embedding, real_embedding)
         loss_g = generator_adversarial_loss(fake_scores, pair_logits, s)  # Eq. 10
+        signed = 2.0 * codes - 1.0
         loss_h = approximate_code_loss(  # Eq. 6 on the batch's pairs
-            codes.repeat_interleave(n, 0), codes.repeat(n, 1), s.flatten()
+            signed.repeat_interleave(n, 0), signed.repeat(n, 1), s.flatten()
         )
         adversarial = loss_g + loss_h
         if self.code_critic is not None:
