@@ -46,3 +46,21 @@ def test_report_files_from_a_real_run(tmp_path):
     assert "| lsh |" in markdown and "| itq |" in markdown
     assert "ours / paper" not in markdown  # no published table for digits
     assert files["json"].is_file() and files["csv"].read_text().count("\n") == 3
+
+
+def test_compact_table_puts_bit_lengths_in_one_cell_and_the_paper_beside_them():
+    from hashlab.bench.report import compact_table
+    from hashlab.bench.runner import BenchResult
+
+    config = BenchConfig(dataset="cifar10", protocol="dch", methods=["ksh", "lsh"],
+                         bits=[16, 32], metrics=["map@all", "map@r2"])  # fmt: skip
+    rows = [
+        {"method": "ksh", "bits": 16, "map@all": 0.4, "map@r2": 0.5},
+        {"method": "ksh", "bits": 32, "map@all": 0.45, "map@r2": 0.6},
+        {"method": "lsh", "bits": 16, "map@all": 0.1, "map@r2": 0.2},
+    ]
+    text = compact_table(BenchResult(config=config, protocol={}, rows=rows, pr_curves={}))
+    lines = text.splitlines()
+    assert lines[0] == ("| method | map@all (16/32 bits) | map@r2 (16/32 bits) | paper map@r2 |")
+    assert lines[2] == "| ksh | 0.400 / 0.450 | 0.500 / 0.600 | 0.524 / 0.558 |"
+    assert lines[3] == "| lsh | 0.100 / - | 0.200 / - | - |"  # a missing run shows as "-"

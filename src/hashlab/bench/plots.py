@@ -17,6 +17,28 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 
 __all__ = ["plot_pr_curves", "plot_metric_vs_bits"]
 
+# matplotlib cycles 10 colours; a benchmark of 17 methods needs a second cue so that no two
+# lines look alike: line style and marker change with each pass through the colours
+_LINE_STYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D")
+
+
+def _line_style(index: int) -> dict[str, Any]:
+    colour_pass = index // 10
+    return {
+        "color": f"C{index % 10}",
+        "linestyle": _LINE_STYLES[colour_pass % len(_LINE_STYLES)],
+        "marker": _MARKERS[colour_pass % len(_MARKERS)],
+    }
+
+
+def _legend(axes: Any, n_lines: int) -> None:
+    # many lines: legend beside the axes, not over the data
+    if n_lines > 6:
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        axes.legend(fontsize="small")
+
 
 def plot_pr_curves(
     curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
@@ -27,20 +49,21 @@ def plot_pr_curves(
     Hamming radius r = 0..K as returned by :func:`hashlab.metrics.pr_curve`."""
     if not curves:
         raise ValueError("plot_pr_curves needs at least one curve")
-    figure, axes = plt.subplots(figsize=(5.5, 4.5))
+    figure, axes = plt.subplots(figsize=(7.0 if len(curves) > 6 else 5.5, 4.5))
     try:
-        for label, (precision, recall) in curves.items():
+        for index, (label, (precision, recall)) in enumerate(curves.items()):
             if len(precision) != len(recall):
                 raise ValueError(
                     f"curve {label!r}: precision has {len(precision)} points, recall {len(recall)}"
                 )
-            axes.plot(recall, precision, marker=".", markersize=3, label=label)
+            style = {**_line_style(index), "marker": "."}
+            axes.plot(recall, precision, markersize=3, label=label, **style)
         axes.set_xlabel("recall (within Hamming radius r, r = 0..K)")
         axes.set_ylabel("precision (empty set counts as 0)")
         axes.set_xlim(0, 1)
         axes.set_ylim(0, 1.02)
         axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
+        _legend(axes, len(curves))
         if title:
             axes.set_title(title)
         return _save(figure, path)
@@ -62,19 +85,19 @@ def plot_metric_vs_bits(
             by_method.setdefault(str(row["method"]), []).append((int(row["bits"]), row[metric]))
     if not by_method:
         raise ValueError(f"no result row holds the metric {metric!r}")
-    figure, axes = plt.subplots(figsize=(5.5, 4.5))
+    figure, axes = plt.subplots(figsize=(7.0 if len(by_method) > 6 else 5.5, 4.5))
     try:
         all_bits: set[int] = set()
-        for method, points in by_method.items():
+        for index, (method, points) in enumerate(by_method.items()):
             points.sort()
             bits = [b for b, _ in points]
             all_bits.update(bits)
-            axes.plot(bits, [v for _, v in points], marker="o", label=method)
+            axes.plot(bits, [v for _, v in points], label=method, **_line_style(index))
         axes.set_xticks(sorted(all_bits))
         axes.set_xlabel("bits")
         axes.set_ylabel(metric)
         axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
+        _legend(axes, len(by_method))
         axes.set_title(title or f"{metric} vs code length")
         return _save(figure, path)
     finally:
@@ -85,5 +108,5 @@ def _save(figure: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")  # keeps an outside legend
     return path

@@ -29,6 +29,46 @@ def markdown_table(result: BenchResult, metrics: list[str] | None = None) -> str
     return "\n".join(lines)
 
 
+def compact_table(result: BenchResult, metrics: list[str] | None = None) -> str:
+    """One row per method, one column per metric holding every bit length ("a / b / c"),
+    with the published numbers beside the metric a paper table covers: narrow enough for a
+    README."""
+    from hashlab.bench.paper_numbers import paper_value
+
+    metrics = metrics or result.config.metrics
+    config = result.config
+    bits = sorted({row["bits"] for row in result.rows})
+    methods = list(dict.fromkeys(row["method"] for row in result.rows))
+    by_key = {(row["method"], row["bits"]): row for row in result.rows}
+    bits_text = "/".join(str(b) for b in bits)
+    header = ["method"]
+    for metric in metrics:
+        header.append(f"{metric} ({bits_text} bits)")
+        if any(
+            paper_value(config.dataset, config.protocol, metric, m, b) is not None
+            for m in methods
+            for b in bits
+        ):
+            header.append(f"paper {metric}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods:
+        cells = [method]
+        for metric in metrics:
+            values = [by_key.get((method, b), {}).get(metric) for b in bits]
+            cells.append(" / ".join(f"{v:.3f}" if v is not None else "-" for v in values))
+            if f"paper {metric}" in header:
+                published = [
+                    paper_value(config.dataset, config.protocol, metric, method, b) for b in bits
+                ]
+                cells.append(
+                    " / ".join(f"{v:.3f}" if v is not None else "-" for v in published)
+                    if any(v is not None for v in published)
+                    else "-"
+                )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def protocol_text(protocol: dict[str, Any]) -> str:
     return "; ".join(f"{key}: {value}" for key, value in protocol.items())
 
@@ -50,7 +90,10 @@ def write_report(result: BenchResult, out_dir: str | Path) -> dict[str, Path]:
         writer = csv.DictWriter(handle, fieldnames=scalar_keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(result.rows)
-    markdown = f"Protocol: {protocol_text(result.protocol)}\n\n{markdown_table(result)}\n"
+    markdown = (
+        f"Protocol: {protocol_text(result.protocol)}\n\n{compact_table(result)}\n\n"
+        f"Every (metric, bits) in its own column:\n\n{markdown_table(result)}\n"
+    )
     for metric in result.config.metrics:
         beside_paper = paper_comparison_table(
             result.rows, result.config.dataset, result.config.protocol, metric
