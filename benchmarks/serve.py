@@ -18,7 +18,8 @@ Reported per phase: completed requests, errors, QPS (completed / wall time of th
 client-side latency p50 / p99 (request sent to response read), and the CPU seconds the
 server and the client process used per wall second (cores busy): client and server share
 this machine's cores, so a load generator that needs a core of its own shows up there. The
-code phase also reports the server's own index-search latency (``/stats``, last 2,000).
+code phase also reports the server's own search latency (``/stats``: index search + metadata read,
+lock held, queueing excluded; last 2,000).
 
     python benchmarks/serve.py                      # 1M x 64 bits, k = 10, 8 clients, 20 s
     python benchmarks/serve.py --n-items 100000 --seconds 5 --out /tmp/serve.md   # quick
@@ -291,7 +292,7 @@ def main() -> None:
         "",
         table(rows),
         "",
-        f"Server-side index search alone (k = {args.k}, from /stats over the last "
+        f"Server-side index search + metadata read, lock held (k = {args.k}, /stats, last "
         f"{min(code_result['requests'] + 3, 2000):,} code queries): p50 {search_ms['p50']} ms, "
         f"p99 {search_ms['p99']} ms.",
         "",

@@ -109,6 +109,7 @@ def browser() -> Iterator[webdriver.Chrome]:
         "--window-size=1280,1100",
     ):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to catch JS errors
     # an explicit driver path: selenium must not try to download one (there is no network)
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
     try:
@@ -238,3 +239,10 @@ def test_page_searches_by_photo_and_adds_a_photo(
     assert browser.save_screenshot(str(screenshot))
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"screenshot of the page: {screenshot}")
+    # no script error anywhere on the way (the refused add and the bad code log their 4xx)
+    errors = [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]
+    ]
+    assert not errors, errors
