@@ -61,7 +61,7 @@ def _tag_vectors(embedding: str, vocab: list[str], query_rows: np.ndarray, root:
 def run(bits: list[int], seeds: list[int], n_query: int = 200, root: Path = DATA_ROOT,
         embeddings: tuple[str, ...] = ("glove", "word2vec"), epochs: int | None = None,
         methods: tuple[str, ...] = DEEP_METHODS + SHALLOW_METHODS,
-        tag_validation: float = 0.0) -> dict[str, Any]:  # fmt: skip
+        tag_validation: float = 0.0, center_tags: bool = False) -> dict[str, Any]:  # fmt: skip
     """Every (seed, embedding, bits, method) run as rows of a JSON-able dict."""
     import hashlab.methods.deep.idea  # noqa: F401  (registers idea, idea_l, idea_a)
     import hashlab.methods.deep.wdht  # noqa: F401
@@ -79,6 +79,8 @@ def run(bits: list[int], seeds: list[int], n_query: int = 200, root: Path = DATA
     deep_params: dict[str, Any] = {} if epochs is None else {"epochs": epochs}
     if tag_validation:  # best epoch on held-out training items' tags
         deep_params["validation_fraction"] = tag_validation
+    if center_tags:  # t_i minus the training mean (hashlab.methods.deep.tagged)
+        deep_params["center_tag_embeddings"] = True
     for seed in seeds:
         order = np.random.default_rng(seed).permutation(len(data))
         query, train = order[:n_query], order[n_query:]
@@ -125,6 +127,9 @@ def run(bits: list[int], seeds: list[int], n_query: int = 200, root: Path = DATA
             "items held out, relevance = shared tag"
             if tag_validation
             else "none (fixed epochs)",
+            "tag_embeddings": "centred on the training mean"
+            if center_tags
+            else "as in the paper (not centred)",
             "caveat": data.info.get("caveat"),
         },
         "tag_coverage": coverage,
@@ -232,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tag-validation", type=float, default=0.0,
                         help="fraction of training items held out to pick the epoch by "
                         "tag-relevance map@all (default 0: fixed epochs)")  # fmt: skip
+    parser.add_argument("--center-tags", action="store_true",
+                        help="deep methods subtract the training mean tag embedding")  # fmt: skip
     parser.add_argument("--data", type=Path, default=DATA_ROOT, help="MIRFlickr-25K folder")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -239,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     embeddings = tuple(args.embeddings.split(","))
     result = run(bits, seeds, args.n_query, args.data, embeddings, args.epochs,
-                 tag_validation=args.tag_validation)  # fmt: skip
+                 tag_validation=args.tag_validation, center_tags=args.center_tags)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "idea_bench.json").write_text(json.dumps(result, indent=2))
     (args.out / "idea_bench.md").write_text(markdown(result))
