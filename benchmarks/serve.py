@@ -192,14 +192,21 @@ def run_phase(url: str, request: Request, clients: int, seconds: float, server_p
 def table(rows: list[tuple[str, dict]]) -> str:
     lines = [
         "| queries | clients | requests | errors | QPS | p50 ms | p99 ms | server cores "
-        "| client cores |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| server CPU ms / request | client cores |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows:
-        server = "n/a" if r["server_cores"] is None else f"{r['server_cores']:.2f}"
+        cores = r["server_cores"]
+        server = "n/a" if cores is None else f"{cores:.2f}"
+        # CPU per request does not depend on how much of the machine the server was given
+        per_request = (
+            "n/a" if cores is None or not r["requests"]
+            else f"{cores * r['seconds'] * 1000 / r['requests']:.1f}"
+        )  # fmt: skip
         lines.append(
             f"| {name} | {r['clients']} | {r['requests']:,} | {r['errors']} | {r['qps']:,.1f} "
-            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {server} | {r['client_cores']:.2f} |"
+            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {server} | {per_request} "
+            f"| {r['client_cores']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -297,7 +304,11 @@ def main() -> None:
         f"p99 {search_ms['p99']} ms.",
         "",
         "Cores: CPU seconds per wall second of the server process and of the load generator; "
-        "both share this machine, so their sum is bounded by the usable CPUs.",
+        "both share this machine (and any other job on it), so their sum is bounded by the "
+        "usable CPUs. Server CPU ms / request is the server's CPU time over the phase divided "
+        "by the requests completed: the cost of one request whatever share of the machine the "
+        "server got; usable CPUs x 1000 / that number estimates the QPS of an idle machine "
+        "whose load generator runs elsewhere.",
     ]
     for name, result in rows:
         if result["first_error"]:
