@@ -200,7 +200,8 @@ def claims(result: dict[str, Any]) -> list[str]:
                                                                           "recall@r2")  # fmt: skip
         if first is None or last is None:
             return "n/a"
-        return f"{first:.3f} -> {last:.3f} ({last - first:+.3f})"
+        kept = f", {last / first:.0%} of it kept" if first > 0 else ""
+        return f"{first:.3f} -> {last:.3f} ({last - first:+.3f}{kept})"
 
     out = [
         "PC-AEGAN > PC-WGAN (map@r2): PC-AEGAN wins at "
@@ -208,10 +209,10 @@ def claims(result: dict[str, Any]) -> list[str]:
         "Cauchy > cosine within radius 2 (map@r2), hash network on real images only, nothing "
         "else different: Cauchy wins at " + compare("real only, Cauchy", "real only, cosine",
                                                      "map@r2", bits),  # fmt: skip
-        f"Same with the GAN (PC-AEGAN vs PC-AEGAN with cosine losses, {ab} bits): Cauchy wins at "
-        + (compare("pc_aegan", "pc_aegan, cosine losses", "map@r2", [ab])
+        f"Same with the GAN (PC-AEGAN vs PC-AEGAN with cosine losses, {ab} bits): "
+        + ("Cauchy wins at " + compare("pc_aegan", "pc_aegan, cosine losses", "map@r2", [ab])
            if _value(rows, "pc_aegan, cosine losses", ab, "map@r2") is not None
-           else "not run (--cosine-gan)"),
+           else "not run (--cosine-gan); PC-WGAN differs from PC-AEGAN in the losses and C"),
         f"recall@r2 from {bits[0]} to {bits[-1]} bits: Cauchy (real only) "
         f"{recall_drop('real only, Cauchy')}; cosine (real only) "
         f"{recall_drop('real only, cosine')}; PC-AEGAN {recall_drop('pc_aegan')}; PC-WGAN "
