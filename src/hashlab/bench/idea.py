@@ -220,7 +220,8 @@ def plot(result: dict[str, Any], out: Path) -> list[Path]:
         for method, n_bits in sorted({(r["method"], r["bits"]) for r in chosen}):
             values = [r["map@all"] for r in chosen if (r["method"], r["bits"]) == (method, n_bits)]
             means.append({"method": method, "bits": n_bits, "map@all": float(np.mean(values))})
-        title = f"MIRFlickr-730, tags embedded with {embedding} (mean of seeds)"
+        centred = "centred " if "centred" in result["protocol"].get("tag_embeddings", "") else ""
+        title = f"MIRFlickr-730, {centred}{embedding} tag embeddings (mean of seeds)"
         paths.append(
             plot_metric_vs_bits(means, "map@all", out / f"idea_map_{embedding}.png", title)
         )
