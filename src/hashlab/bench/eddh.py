@@ -2,6 +2,7 @@
 
     python -m hashlab.bench.eddh --bits 16,32,48,64 --out DIR [--dataset cifar10] [--epochs T]
         [--eddh-params '{"lam": 0.1}'] [--tune-grid 'lam=0.1,1;gamma=0.1,1' --tune-bits 32]
+        [--rows eddh,eddh-binary-S]
 
 CIFAR-10 (the JPEG copy in ``shared/data``), ``dch`` split (1,000 queries, 5,000 training
 items, database = all but the queries), frozen EfficientNet-Lite0 features (extracted once
@@ -16,7 +17,8 @@ relaxation only, no discrete B-step), ``eddh-no-A`` (no label transfer: V free),
 ``eddh-symmetric`` (V := U). ``--dataset digits`` runs the same table on scikit-learn's
 digits (64-d pixels, per-class split) in minutes, to check the pipeline.
 
-EDDH's weights: ``--eddh-params`` sets them for every EDDH row; ``--tune-grid`` instead picks
+EDDH's weights: ``--eddh-params`` sets them for every EDDH row (a key naming a row sets that
+row's own, e.g. ``{"lam": 1, "eddh-symmetric": {"lam": 0.1}}``); ``--tune-grid`` instead picks
 them per EDDH row by validation map@all at ``--tune-bits``, on items carved from the training
 set (10% per class as validation queries, the rest as fit items and database), never from
 the queries or the retrieval database. The grid and every score go to ``tuning.json`` and
@@ -201,7 +203,12 @@ def run(
     eddh_params: dict[str, Any] | None = None,
     tune_grid: dict[str, list[float]] | None = None,
     tune_bits: int = 32,
+    only_rows: list[str] | None = None,
 ) -> BenchResult:
+    unknown = set(only_rows or []) - set(ROWS)
+    if unknown:
+        raise ValueError(f"unknown rows {sorted(unknown)}; expected some of {list(ROWS)}")
+    table = {row: spec for row, spec in ROWS.items() if not only_rows or row in only_rows}
     data, features, backbone = load_data(dataset, data_root)
     labels = np.asarray(data.labels)
     split = make_split(labels, "dch" if dataset == "cifar10" else "per-class", seed=seed)
@@ -211,25 +218,28 @@ def run(
     x_db, y_db = features[split.database], labels[split.database]
     overrides = {} if epochs is None else {"epochs": epochs}
     row_params = {row: {**params, **overrides} for row, (_, params) in ROWS.items()}
+    # {"lam": 1, "eddh-symmetric": {"lam": 0.1}}: shared weights, then one row's own
+    shared_eddh = {k: v for k, v in (eddh_params or {}).items() if k not in ROWS}
     for row in EDDH_ROWS:
-        row_params[row].update(eddh_params or {})
+        row_params[row].update({**shared_eddh, **(eddh_params or {}).get(row, {})})
     tuning = None
     if tune_grid:
-        tuning = tune_eddh(x_train, y_train, tune_grid, EDDH_ROWS, tune_bits,
-                           {**overrides, **(eddh_params or {})}, seed)  # fmt: skip
+        tuned_rows = [row for row in EDDH_ROWS if row in table]
+        tuning = tune_eddh(x_train, y_train, tune_grid, tuned_rows, tune_bits,
+                           {**overrides, **shared_eddh}, seed)  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         (out / "tuning.json").write_text(json.dumps(tuning, indent=2))
         for row, chosen in tuning["chosen"].items():
             row_params[row].update(chosen)
     config = BenchConfig(
-        dataset=dataset, protocol=split.protocol, methods=list(ROWS), bits=bits, metrics=METRICS,
-        backbone=backbone, seed=seed, method_params=row_params,
+        dataset=dataset, protocol=split.protocol, methods=list(table), bits=bits, metrics=METRICS,
+        backbone=backbone, seed=seed, method_params={row: row_params[row] for row in table},
     )  # fmt: skip
     protocol = describe_protocol(config, data, split)
     protocol["split"] = split.describe()
     schedule = {
         row: hashlab.create(method, n_bits=bits[0], **row_params[row]).hparams.epochs
-        for row, (method, _) in ROWS.items()
+        for row, (method, _) in table.items()
     }
     protocol["epochs"] = ", ".join(f"{row} {n}" for row, n in schedule.items())
     if tuning is not None:
@@ -237,7 +247,7 @@ def run(
     rows, curves = [], {}
     result = BenchResult(config, protocol, rows, curves)
     for n_bits in bits:
-        for row, (method, _) in ROWS.items():
+        for row, (method, _) in table.items():
             model = hashlab.create(method, n_bits=n_bits, seed=seed, **row_params[row])
             start = time.perf_counter()
             model.fit(x_train, y_train)
@@ -268,16 +278,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-root", default=Path("/work/shared/data"), type=Path)
     parser.add_argument("--epochs", type=int, default=None, help="epochs (EDDH: outer iterations)")
     parser.add_argument("--seed", type=int, default=0)
-    example = '{"lam": 0.1, "gamma": 1}'
+    example = '{"lam": 1, "gamma": 1, "eddh-symmetric": {"lam": 0.1}}'
     parser.add_argument("--eddh-params", type=json.loads, default=None,
                         help=f"JSON for every EDDH row, e.g. '{example}'")  # fmt: skip
     parser.add_argument("--tune-grid", type=parse_grid, default=None,
                         help="EDDH weights to pick on validation: 'lam=0.1,1;gamma=1'")  # fmt: skip
     parser.add_argument("--tune-bits", type=int, default=32, help="code length of the tuning")
+    parser.add_argument("--rows", default=None, help=f"comma-separated subset of {list(ROWS)}")
     args = parser.parse_args(argv)
     bits = [int(b) for b in args.bits.split(",")]
     result = run(bits, args.out, args.dataset, args.data_root, args.epochs, args.seed,
-                 args.eddh_params, args.tune_grid, args.tune_bits)  # fmt: skip
+                 args.eddh_params, args.tune_grid, args.tune_bits,
+                 args.rows.split(",") if args.rows else None)  # fmt: skip
     print((args.out / "results.md").read_text())
     print(f"{len(result.rows)} rows written to {args.out}")
 
