@@ -198,8 +198,8 @@ def claims(result: dict[str, Any]) -> list[str]:
     def recall_drop(label: str) -> str:
         first, last = _value(rows, label, bits[0], "recall@r2"), _value(rows, label, bits[-1],
                                                                           "recall@r2")  # fmt: skip
-        if first is None or last is None:
-            return "n/a"
+        if first is None or last is None or len(bits) < 2:
+            return "n/a (one bit length)"
         kept = f", {last / first:.0%} of it kept" if first > 0 else ""
         return f"{first:.3f} -> {last:.3f} ({last - first:+.3f}{kept})"
 
