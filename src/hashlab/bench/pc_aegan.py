@@ -42,15 +42,13 @@ from typing import Any
 import numpy as np
 
 import hashlab
+from hashlab.bench.paper_numbers import PAPER_TABLES
 from hashlab.metrics import evaluate
 
 METRICS = ["map@r2", "precision@r2", "recall@r2", "map@all"]
-PAPER_TABLE1 = {  # MAP within Hamming radius 2, CIFAR-10 (shared/specs/pc_aegan.md)
-    "hashnet": [0.643, 0.667, 0.675, 0.687],
-    "pc_wgan": [0.668, 0.731, 0.735, 0.749],
-    "pc_aegan": [0.693, 0.758, 0.767, 0.772],
-}
-PAPER_BITS = [16, 32, 48, 64]
+_TABLE1 = PAPER_TABLES[("cifar10", "dch", "map@r2")]  # MAP within Hamming radius 2
+PAPER_TABLE1 = {m: _TABLE1["methods"][m] for m in ("hashnet", "pc_wgan", "pc_aegan")}
+PAPER_BITS = _TABLE1["bits"]
 
 
 def load_cifar10_at_64px(data_root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -207,12 +205,14 @@ def claims(result: dict[str, Any]) -> list[str]:
         "PC-AEGAN > PC-WGAN (map@r2): PC-AEGAN wins at "
         + compare("pc_aegan", "pc_wgan", "map@r2", bits),
         "Cauchy > cosine within radius 2 (map@r2), hash network on real images only, nothing "
-        "else different: Cauchy wins at " + compare("real only, Cauchy", "real only, cosine",
-                                                     "map@r2", bits),  # fmt: skip
+        "else different: Cauchy wins at "
+        + compare("real only, Cauchy", "real only, cosine", "map@r2", bits),  # fmt: skip
         f"Same with the GAN (PC-AEGAN vs PC-AEGAN with cosine losses, {ab} bits): "
-        + ("Cauchy wins at " + compare("pc_aegan", "pc_aegan, cosine losses", "map@r2", [ab])
-           if _value(rows, "pc_aegan, cosine losses", ab, "map@r2") is not None
-           else "not run (--cosine-gan); PC-WGAN differs from PC-AEGAN in the losses and C"),
+        + (
+            "Cauchy wins at " + compare("pc_aegan", "pc_aegan, cosine losses", "map@r2", [ab])
+            if _value(rows, "pc_aegan, cosine losses", ab, "map@r2") is not None
+            else "not run (--cosine-gan); PC-WGAN differs from PC-AEGAN in the losses and C"
+        ),
         f"recall@r2 from {bits[0]} to {bits[-1]} bits: Cauchy (real only) "
         f"{recall_drop('real only, Cauchy')}; cosine (real only) "
         f"{recall_drop('real only, cosine')}; PC-AEGAN {recall_drop('pc_aegan')}; PC-WGAN "
@@ -253,21 +253,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="benchmarks/pc_aegan")
     parser.add_argument("--data-root", default="/work/shared/data")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the GAN methods")
-    parser.add_argument("--ablation-bits", type=int, default=32,
-                        help="bit length of the ablation rows; 0: no ablation rows")
-    parser.add_argument("--merge", nargs="+", metavar="RESULT_JSON",
-                        help="only write results.md (and result.json) in --out from the rows "
-                        "of earlier runs, e.g. one run per bit length run side by side")
-    parser.add_argument("--generator-hash-loss", action=argparse.BooleanOptionalAction,
-                        default=True, help="G also minimises L_F of its fakes (Eq. 17)")
+    parser.add_argument(
+        "--ablation-bits",
+        type=int,
+        default=32,
+        help="bit length of the ablation rows; 0: no ablation rows",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="RESULT_JSON",
+        help="only write results.md (and result.json) in --out from the rows "
+        "of earlier runs, e.g. one run per bit length run side by side",
+    )
+    parser.add_argument(
+        "--generator-hash-loss",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="G also minimises L_F of its fakes (Eq. 17)",
+    )
     parser.add_argument("--rows", choices=("all", "main", "ablations"), default="all")
-    parser.add_argument("--channels", type=int, default=16,
-                        help="base width of G and D (method default 32)")
+    parser.add_argument(
+        "--channels", type=int, default=16, help="base width of G and D (method default 32)"
+    )
     parser.add_argument("--generated-per-batch", type=int, default=16)
-    parser.add_argument("--baseline-epochs", type=int, default=10,
-                        help="epochs of DCH and HashNet (early stopping as usual)")
-    parser.add_argument("--cosine-gan", action="store_true",
-                        help="also PC-AEGAN with cosine losses at --ablation-bits")
+    parser.add_argument(
+        "--baseline-epochs",
+        type=int,
+        default=10,
+        help="epochs of DCH and HashNet (early stopping as usual)",
+    )
+    parser.add_argument(
+        "--cosine-gan",
+        action="store_true",
+        help="also PC-AEGAN with cosine losses at --ablation-bits",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     bits = [int(b) for b in args.bits.split(",")]
@@ -286,16 +306,22 @@ def main(argv: list[str] | None = None) -> None:
     scarce = np.sort(np.concatenate([rng.choice(train[labels[train] == c], 50, replace=False)
                                      for c in np.unique(labels)]))  # fmt: skip
     data = {"pixels": pixels, "labels": labels, "features": features, "split": split}
-    gan = {"epochs": args.epochs, "generator_hash_loss": args.generator_hash_loss,
-           "generator_channels": args.channels, "discriminator_channels": args.channels,
-           "generated_per_batch": args.generated_per_batch}
-    schedule = (f"GAN methods and 'real only' rows: {args.epochs} epochs on 4,500 training "
-                f"images (~{args.epochs * 71} updates per player, batch 64; 500-label rows: "
-                f"{args.epochs * 10} epochs on 450, about as many updates), generator's L_F "
-                f"term {'on' if args.generator_hash_loss else 'off'}, G / D base width "
-                f"{args.channels}, {args.generated_per_batch} generated images per batch of 64 "
-                f"real, stage 1 300 steps; DCH / HashNet: {args.baseline_epochs} epochs (early "
-                f"stopping as usual); seed {args.seed}")
+    gan = {
+        "epochs": args.epochs,
+        "generator_hash_loss": args.generator_hash_loss,
+        "generator_channels": args.channels,
+        "discriminator_channels": args.channels,
+        "generated_per_batch": args.generated_per_batch,
+    }
+    schedule = (
+        f"GAN methods and 'real only' rows: {args.epochs} epochs on 4,500 training "
+        f"images (~{args.epochs * 71} updates per player, batch 64; 500-label rows: "
+        f"{args.epochs * 10} epochs on 450, about as many updates), generator's L_F "
+        f"term {'on' if args.generator_hash_loss else 'off'}, G / D base width "
+        f"{args.channels}, {args.generated_per_batch} generated images per batch of 64 "
+        f"real, stage 1 300 steps; DCH / HashNet: {args.baseline_epochs} epochs (early "
+        f"stopping as usual); seed {args.seed}"
+    )
     result: dict[str, Any] = {
         "config": {"bits": bits, "ablation_bits": args.ablation_bits, "epochs": args.epochs,
                    "generator_hash_loss": args.generator_hash_loss, "seed": args.seed,
