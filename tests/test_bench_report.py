@@ -32,6 +32,8 @@ def test_comparison_table_cells():
     assert table[1] == "| ksh | 0.500 / 0.524 | 0.612 / 0.558 |"
     assert table[2] == "| lsh | 0.100 / - | 0.200 / - |"
     assert paper_comparison_table(rows, "digits", "per-class", "map@r2") is None
+    no_published = [{"method": "eddh", "bits": 32, "map@r2": 0.6}]
+    assert paper_comparison_table(no_published, "cifar10", "dch", "map@r2") is None
 
 
 def test_report_files_from_a_real_run(tmp_path):

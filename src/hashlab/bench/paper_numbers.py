@@ -40,12 +40,17 @@ def paper_value(dataset: str, protocol: str, metric: str, method: str, n_bits: i
 def paper_comparison_table(
     rows: list[dict[str, Any]], dataset: str, protocol: str, metric: str
 ) -> str | None:
-    """Markdown: ours / paper per bit length for ``metric``; None when no paper table applies."""
+    """Markdown: ours / paper per bit length for ``metric``; None when no paper number applies
+    to any of the rows' (method, bits)."""
     table = PAPER_TABLES.get((dataset, protocol, metric))
     if table is None:
         return None
     bits = sorted({row["bits"] for row in rows})
     methods = list(dict.fromkeys(row["method"] for row in rows))
+    if not any(
+        paper_value(dataset, protocol, metric, m, b) is not None for m in methods for b in bits
+    ):
+        return None  # a table of dashes says nothing
     ours = {(row["method"], row["bits"]): row.get(metric) for row in rows}
     header = ["method"] + [f"{b} bits: ours / paper" for b in bits]
     lines = [
