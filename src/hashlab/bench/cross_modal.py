@@ -30,11 +30,12 @@ from typing import Any
 import numpy as np
 
 from hashlab.data.dataset import Dataset
+from hashlab.data.shared import default_shared_data
 from hashlab.data.wikipedia import WIKIPEDIA_CAVEAT, load_wikipedia, wikipedia_split
 from hashlab.methods.registry import create
 from hashlab.metrics import evaluate, pr_curve
 
-DEFAULT_WIKIPEDIA = "/work/shared/data/wikipedia/wiki_data.mat"
+DEFAULT_WIKIPEDIA = default_shared_data() / "wikipedia" / "wiki_data.mat"
 # table row -> (registered method, parameters)
 METHOD_ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "lbo_cmh": ("lbo_cmh", {}),

@@ -48,6 +48,7 @@ import hashlab.methods.deep.eddh  # noqa: F401  (registers "eddh" until the pack
 from hashlab.bench.report import write_report
 from hashlab.bench.runner import BenchConfig, BenchResult, describe_protocol
 from hashlab.data.dataset import Dataset
+from hashlab.data.shared import default_shared_data
 from hashlab.data.splits import make_split
 from hashlab.methods.deep.base import carve_validation
 from hashlab.metrics import evaluate, pr_curve
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bits", default="16,32,48,64", help="comma-separated code lengths")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--dataset", default="cifar10", choices=["cifar10", "digits"])
-    parser.add_argument("--data-root", default=Path("/work/shared/data"), type=Path)
+    parser.add_argument("--data-root", default=default_shared_data(), type=Path)
     parser.add_argument("--epochs", type=int, default=None, help="epochs (EDDH: outer iterations)")
     parser.add_argument("--seed", type=int, default=0)
     example = '{"lam": 1, "gamma": 1, "eddh-symmetric": {"lam": 0.1}}'

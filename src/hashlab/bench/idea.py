@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from hashlab.data.shared import default_shared_data
 from hashlab.metrics import evaluate
 
 DEEP_METHODS = ("idea", "idea_l", "idea_a", "wdht")
 SHALLOW_METHODS = ("itq", "lsh")
 METRICS = ("map@all", "map@100")
-DATA_ROOT = Path(__file__).resolve().parents[4] / "shared" / "data" / "mirflickr25k"
+DATA_ROOT = default_shared_data() / "mirflickr25k"
 
 
 def _tag_vectors(embedding: str, vocab: list[str], query_rows: np.ndarray, root: Path,

@@ -43,6 +43,7 @@ import numpy as np
 
 import hashlab
 from hashlab.bench.paper_numbers import PAPER_TABLES
+from hashlab.data.shared import default_shared_data
 from hashlab.metrics import evaluate
 
 METRICS = ["map@r2", "precision@r2", "recall@r2", "map@all"]
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bits", default="16,32,48,64")
     parser.add_argument("--out", default="benchmarks/pc_aegan")
-    parser.add_argument("--data-root", default="/work/shared/data")
+    parser.add_argument("--data-root", default=str(default_shared_data()))
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the GAN methods")
     parser.add_argument(
         "--ablation-bits",
