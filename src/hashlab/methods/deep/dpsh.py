@@ -6,6 +6,13 @@ Algorithm 1 the pairs of a batch item are with *all* training items: the outputs
 other items come from a memory U (n x K) that holds each item's latest output (updated
 without gradient after each batch; kept in ``state.extras`` so it is checkpointed).
 eta = 0.1 (DeepHash-pytorch's value; the paper picks it by validation).
+
+Scale: the likelihood is a mean over pairs and the quantisation term a mean over *entries*
+(``||b_i - u_i||^2 / K``), as in DeepHash-pytorch, whose eta = 0.1 is meant for that form.
+(``sign_quantization_loss`` sums over the K bits, so it is divided by K here.) Without the
+1/K the term was K times DeepHash-pytorch's (6.4x at 64 bits) and pinned u to +-1 before the
+likelihood could separate the classes: on CIFAR-10 frozen features (linear head, 32 bits)
+validation map@all was 0.32 with it, 0.62 without it (0.54 with no quantisation at all).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from hashlab.train.trainer import TrainState
 @dataclass
 class DPSHConfig(DeepHashConfig):
     alpha: float = 0.5  # Theta_ij = alpha <u_i, u_j> (Eq. 2)
-    quantization_weight: float = 0.1  # eta of Eq. 5
+    quantization_weight: float = 0.1  # eta of Eq. 5, on the mean over entries (see above)
 
 
 @register("dpsh")
@@ -41,6 +48,8 @@ class DPSH(DeepHashMethod):
         batch = torch.from_numpy(state.batch_indices).to(state.device)
         memory[batch] = outputs.detach()
         s = self.similarity(labels, state.train_labels)
+        # mean over entries (eta / K times the per-item sum), see the module docstring
+        quantization = sign_quantization_loss(outputs) / self.n_bits
         return pairwise_likelihood_loss(outputs, memory, s, self.hparams.alpha) + (
-            self.hparams.quantization_weight * sign_quantization_loss(outputs)
+            self.hparams.quantization_weight * quantization
         )
