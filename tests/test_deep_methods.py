@@ -5,7 +5,7 @@ the same split. The data are CIFAR-10 EfficientNet-Lite0 features when their on-
 complete (never extracted here), else scikit-learn's digits (64 pixel values, real
 handwriting), which CI always has. The head gets a hidden layer on both: raw pixels are far
 from linearly separable, and the papers' hash layer sits on fine-tuned fc7 features anyway; on
-600 CIFAR-10 training items a linear head on frozen features leaves DHN and DPSH (inner-product
+600 CIFAR-10 training items a linear head on frozen features leaves DHN (inner-product
 likelihood, 90% dissimilar pairs) at ITQ's level, which says more about the head than the loss.
 """
 
