@@ -10,7 +10,18 @@ CVPR 2015 (the shallow baseline of Zhang & Zhou 2021, Tables 2-3).
    random start, as the paper does (gradient-based, full batch).
 3. Hash functions (Sec. 3.3): per modality and bit, kernel logistic regression on RBF
    features of ``n_anchors`` anchors (``anchors="kmeans"``: SePH_klr+k, ``"random"``:
-   SePH_klr+r), bandwidth the mean anchor-to-item distance, L2 penalty ``klr_penalty``.
+   SePH_klr+r), bandwidth ``bandwidth_scale`` x the mean anchor-to-item distance, L2
+   penalty ``klr_penalty``.
+
+Bandwidth (deviation). sigma = the mean anchor-to-item distance makes the RBF features of
+the 128-d standardised SIFT histograms so smooth that the image hash functions cannot fit
+the learned codes: on a validation split carved from the 2,173 training pairs (1,673 train
+= database, 500 queries), 16 bits, the image codes of the training items agreed with their
+text codes on 66% of bits, and t2i map@all (text queries, image-code database) was 0.22
+against 0.53 for text-to-text. A quarter of it (``bandwidth_scale=0.25``) gives t2i 0.35 /
+i2t 0.25 (64 bits: 0.45 / 0.26); an eighth over-fits (64 bits: i2t 0.15). With the codes
+optimised for 100 L-BFGS iterations (``code_iterations``) instead of 20, validation t2i is
+0.40 / 0.42 / 0.44 at 16 / 32 / 64 bits (i2t 0.26 / 0.27 / 0.26).
 """
 
 from __future__ import annotations
@@ -43,10 +54,11 @@ class Seph(CrossModalMethod):
         n_bits: int = 32,
         seed: int = 0,
         alpha: float = 0.01,
-        code_iterations: int = 20,
+        code_iterations: int = 100,
         n_anchors: int = 500,
         anchors: str = "kmeans",
         klr_penalty: float = 1e-5,
+        bandwidth_scale: float = 0.25,
     ) -> None:
         super().__init__(n_bits=n_bits, seed=seed)
         if anchors not in ANCHOR_CHOICES:
@@ -56,9 +68,12 @@ class Seph(CrossModalMethod):
         self.n_anchors = n_anchors
         self.anchors = anchors
         self.klr_penalty = klr_penalty
+        self.bandwidth_scale = bandwidth_scale
 
     def get_params(self) -> dict[str, Any]:
-        names = ("alpha", "code_iterations", "n_anchors", "anchors", "klr_penalty")
+        names = (
+            "alpha", "code_iterations", "n_anchors", "anchors", "klr_penalty", "bandwidth_scale"
+        )  # fmt: skip
         return {**super().get_params(), **{name: getattr(self, name) for name in names}}
 
     def _learn_codes(self, labels: np.ndarray) -> np.ndarray:
@@ -116,7 +131,8 @@ class Seph(CrossModalMethod):
                     0,
                 )
             )
-            bandwidth = float(distances.mean())
+            # a quarter of the mean distance: the full mean under-fits (module docstring)
+            bandwidth = self.bandwidth_scale * float(distances.mean())
             kernel = torch.from_numpy(rbf_features(features, anchors, bandwidth))
             weights, bias = self._kernel_logistic_regression(kernel, targets)
             setattr(self, f"{modality}_anchors_", anchors)
