@@ -71,6 +71,19 @@ def subsample(n: int, size: int | None, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, size=size, replace=False))
 
 
+def rbf_anchors(
+    points: np.ndarray,
+    n_anchors: int,
+    rng: np.random.Generator,
+    width_points: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
+    """Anchors drawn from ``points`` and the kernel width 2 sigma^2 = 2 x mean squared
+    distance of ``width_points`` (default: all points) to them: the KSH / SDH / BRE recipe."""
+    anchors = points[subsample(len(points), n_anchors, rng)]
+    reference = points if width_points is None else width_points
+    return anchors, float(2 * squared_distances(reference, anchors).mean())
+
+
 def kmeans_anchors(
     x: np.ndarray, n_anchors: int, rng: np.random.Generator, n_iter: int = 10
 ) -> np.ndarray:

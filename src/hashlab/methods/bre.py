@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hashlab.methods._linalg import rbf_kernel, squared_distances, subsample
+from hashlab.methods._linalg import rbf_anchors, rbf_kernel, squared_distances, subsample
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.registry import register
 
@@ -80,8 +80,9 @@ class BinaryReconstructiveEmbedding(ShallowMethod):
         self.mean_ = x.mean(axis=0)
         centred = x - self.mean_
         sample = centred[subsample(len(x), self.n_train, rng)]
-        self.anchors_ = centred[subsample(len(x), self.n_anchors, rng)]
-        self.two_sigma_squared_ = float(2 * squared_distances(sample, self.anchors_).mean())
+        self.anchors_, self.two_sigma_squared_ = rbf_anchors(
+            centred, self.n_anchors, rng, width_points=sample
+        )
         kernel = rbf_kernel(sample, self.anchors_, self.two_sigma_squared_)
         self.kernel_mean_ = kernel.mean(axis=0)
         kernel -= self.kernel_mean_

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 
 from hashlab.data.dataset import as_multihot
-from hashlab.methods._linalg import rbf_kernel, squared_distances, subsample
+from hashlab.methods._linalg import rbf_anchors, rbf_kernel, subsample
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.registry import register
 
@@ -131,8 +131,7 @@ class KernelSupervisedHashing(ShallowMethod):
         labels = as_multihot(y).astype(np.float64)
         self.mean_ = x.mean(axis=0)
         centred = x - self.mean_
-        self.anchors_ = centred[subsample(len(x), self.n_anchors, rng)]
-        self.two_sigma_ = float(2 * squared_distances(centred, self.anchors_).mean())
+        self.anchors_, self.two_sigma_ = rbf_anchors(centred, self.n_anchors, rng)
         labelled = subsample(len(x), self.n_labelled, rng)
         kernel = rbf_kernel(centred[labelled], self.anchors_, self.two_sigma_)
         self.kernel_mean_ = kernel.mean(axis=0)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from hashlab.data.dataset import as_multihot
-from hashlab.methods._linalg import rbf_kernel, squared_distances, subsample
+from hashlab.methods._linalg import rbf_anchors, rbf_kernel
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.registry import register
 
@@ -89,8 +89,7 @@ class SupervisedDiscreteHashing(ShallowMethod):
         labels = as_multihot(y).astype(np.float64)
         self.mean_ = x.mean(axis=0)
         centred = x - self.mean_
-        self.anchors_ = centred[subsample(len(x), self.n_anchors, rng)]
-        self.two_sigma_squared_ = float(2 * squared_distances(centred, self.anchors_).mean())
+        self.anchors_, self.two_sigma_squared_ = rbf_anchors(centred, self.n_anchors, rng)
         phi = rbf_kernel(centred, self.anchors_, self.two_sigma_squared_)
         # centring phi plays the role of the bias column of the authors' code
         self.kernel_mean_ = phi.mean(axis=0)
