@@ -27,7 +27,10 @@ Method hooks the trainer calls (``DeepHashMethod`` gives defaults for all but ``
 * ``epoch_order(state, rng) -> indices``: training items of one epoch, in order (default:
   a permutation of all of them; ADSH returns its sampled subsets);
 * ``parameter_groups(network, lr) -> list[dict]``: optimiser parameter groups;
-* ``binarize(outputs) -> (N, K) uint8``: codes from network outputs (for validation).
+* ``binarize(outputs) -> (N, K) uint8``: codes from network outputs (for validation);
+* optional ``on_epoch_validated(state, record)``: after each epoch with its history record
+  (loss, ``validation_<metric>``); the bench harness sets it to report validation curves to
+  its tuner, which may raise to stop a hopeless trial.
 
 Checkpoints are our own pickles (they hold numpy RNG states), read with
 ``torch.load(weights_only=False)``: only resume from checkpoint folders you wrote.
@@ -322,6 +325,11 @@ class Trainer:
                 best = {"score": None, "epoch": epoch + 1, "network": None}
             record["seconds"] = time.perf_counter() - started
             history.append(record)
+            # an optional listener (the bench harness's tuner) sees each epoch's record; it may
+            # raise to abandon the run (Optuna's median pruner does)
+            listener = getattr(method, "on_epoch_validated", None)
+            if listener is not None:
+                listener(state, record)
             bar.update(1)
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
             if checkpoint is not None:
