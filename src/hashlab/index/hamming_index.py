@@ -35,6 +35,7 @@ import numpy as np
 from hashlab.codes import as_packed
 from hashlab.index import storage
 from hashlab.index.faiss_backend import FAISS_BACKENDS, FaissEngine
+from hashlab.index.filters import Filter, parse_filter
 from hashlab.index.multi_index import MultiIndexTables, plan_tables
 from hashlab.index.native import load_native, merge_topk
 from hashlab.index.scan import knn_scan, range_scan
@@ -52,6 +53,14 @@ KNN_PROBE_BUDGET = 0.25
 KNN_PILOT_QUERIES = 32
 
 Metadata = dict[str, Any] | None
+
+
+def _decoded_or_none(text: str) -> Any:
+    """Stored metadata as a dict; unreadable JSON reads as no metadata (never an exception)."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 class HammingIndex:
@@ -401,18 +410,27 @@ class HammingIndex:
         return engine
 
     def search(
-        self, queries: np.ndarray, k: int, with_metadata: bool = False
+        self,
+        queries: np.ndarray,
+        k: int,
+        with_metadata: bool = False,
+        filter: str | Filter | None = None,  # noqa: A002 - the name every engine uses
     ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, list[list[Metadata]]]:
         """Exact k nearest codes: ``(ids, distances)``, each (Q, k), sorted by (distance, id).
 
-        With ``with_metadata=True`` a third element holds each hit's metadata.
+        With ``with_metadata=True`` a third element holds each hit's metadata. ``filter``
+        (see :mod:`hashlab.index.filters`) restricts the result to items whose metadata
+        matches; the answer is still exact over those items.
         """
         q = self._prepare_queries(queries)
         if not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         k = int(k)
         n_q = q.shape[0]
-        if len(self) == 0 or n_q == 0:
+        allowed = None if filter is None else self.filter_rows(filter)
+        if allowed is not None and n_q > 0 and len(allowed) > 0:
+            ids, dists = self._filtered_knn(q, k, allowed)
+        elif len(self) == 0 or n_q == 0 or allowed is not None:
             dists = np.full((n_q, k), -1, dtype=np.int32)
             ids = np.full((n_q, k), -1, dtype=np.int64)
         elif self._faiss is not None:
@@ -458,19 +476,28 @@ class HammingIndex:
         return found, d
 
     def range_search(
-        self, queries: np.ndarray, radius: int, with_metadata: bool = False
+        self,
+        queries: np.ndarray,
+        radius: int,
+        with_metadata: bool = False,
+        filter: str | Filter | None = None,  # noqa: A002 - the name every engine uses
     ) -> list[tuple[np.ndarray, np.ndarray]] | list[tuple[np.ndarray, np.ndarray, list]]:
         """Every item within ``radius`` (inclusive) of each query.
 
         Returns one ``(ids, distances)`` per query, sorted by (distance, id); with
         ``with_metadata=True`` each tuple has a third element, the hits' metadata.
+        ``filter`` keeps only items whose metadata matches it.
         """
         q = self._prepare_queries(queries)
         if not isinstance(radius, int | np.integer) or radius < 0:
             raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
         radius = int(min(radius, self.n_bits))
         n_q = q.shape[0]
-        if len(self) == 0 or n_q == 0:
+        allowed = None if filter is None else self.filter_rows(filter)
+        if allowed is not None and n_q > 0 and len(allowed) > 0:
+            lims, rows, dists = range_scan(self._codes[allowed], (0, len(allowed)), None, q, radius)
+            rows = allowed[rows]
+        elif len(self) == 0 or n_q == 0 or allowed is not None:
             lims = np.zeros(n_q + 1, dtype=np.int64)
             rows = np.zeros(0, dtype=np.int64)
             dists = np.zeros(0, dtype=np.int32)
@@ -508,6 +535,44 @@ class HammingIndex:
         order = np.argsort(query_of, kind="stable")
         lims = lims_a + lims_b
         return lims, np.concatenate([rows_a, rows_b])[order], np.concatenate([d_a, d_b])[order]
+
+    # ------------------------------------------------------------------ filters --------
+    def filter_rows(self, filter: str | Filter) -> np.ndarray:  # noqa: A002
+        """Sorted live rows whose metadata matches ``filter`` (parsed if a string).
+
+        Items without metadata are judged as ``{}`` (so ``not (x == 1)`` keeps them). The
+        metadata is read from the store on every call: exact, and linear in the index size.
+        """
+        parsed = parse_filter(filter)
+        live = self._live_rows()
+        if live.size == 0:
+            return live
+        live_ids = self._ids[live]
+        keep = np.full(live.shape, parsed.matches({}), dtype=bool)
+        order = np.argsort(live_ids, kind="stable")
+        sorted_ids = live_ids[order]
+        cursor = self._meta.execute(
+            "SELECT id, json FROM items WHERE batch < ?", (self._n_batches,)
+        )
+        while chunk := cursor.fetchmany(10000):
+            chunk_ids = np.fromiter((row[0] for row in chunk), np.int64, len(chunk))
+            verdicts = np.fromiter(
+                (parsed.matches(_decoded_or_none(row[1])) for row in chunk), bool, len(chunk)
+            )
+            where = np.searchsorted(sorted_ids, chunk_ids)
+            where = np.minimum(where, len(sorted_ids) - 1)
+            present = sorted_ids[where] == chunk_ids  # orphan rows of removed items skipped
+            keep[order[where[present]]] = verdicts[present]
+        return np.sort(live[keep])
+
+    def _filtered_knn(
+        self, q: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the allowed rows only (a scan of their codes)."""
+        sub_ids = np.ascontiguousarray(self._ids[allowed])
+        codes = np.ascontiguousarray(self._codes[allowed])
+        dists, ids, _ = knn_scan(codes, (0, len(allowed)), self.n_bits, sub_ids, None, q, k)
+        return ids, dists
 
     # ------------------------------------------------------------------ info -----------
     @property
