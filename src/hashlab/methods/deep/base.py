@@ -73,6 +73,7 @@ class DeepHashConfig:
     weight_decay: float = 1e-5
     optimizer: str = "adam"
     patience: int | None = 10
+    validation_metric: str = "map@all"  # checkpoint selection: the table's headline metric
     validation_fraction: float = 0.1
     head_hidden: int = 0  # 0: one linear hash layer on the features, as the papers' fc8
     dropout: float = 0.0
@@ -95,6 +96,11 @@ class DeepHashConfig:
             raise ValueError(
                 f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
             )
+
+    @classmethod
+    def search_space(cls) -> dict[str, tuple]:
+        """What the bench harness tunes on validation (``hashlab.bench.tuning`` format)."""
+        return {"lr": ("float", 1e-4, 1e-2, "log"), "weight_decay": ("float", 1e-6, 1e-3, "log")}
 
     def train_config(self, seed: int) -> TrainConfig:
         shared = {f.name for f in fields(TrainConfig)}
@@ -329,7 +335,8 @@ class DeepHashMethod(HashMethod):
                 "n_validation": 0 if val_inputs is None else len(val_inputs),
                 "validation": "explicit split" if validation is not None
                 else f"{config.validation_fraction:.0%} of the training items, per class",
-                "selection": "best validation map@all epoch (never the test queries)",
+                "selection": f"best validation {config.validation_metric} epoch "
+                "(never the test queries)",
             },
         }  # fmt: skip
         return self

@@ -25,6 +25,11 @@ class DCHConfig(DeepHashConfig):
     gamma: float = 20.0  # Cauchy scale (Eq. 5): chosen by validation in the paper
     quantization_weight: float = 0.1  # lambda of Eq. 9
 
+    @classmethod
+    def search_space(cls) -> dict[str, tuple]:
+        """The shared lr / weight decay, and gamma (the paper picks it per code length)."""
+        return {**super().search_space(), "gamma": ("float", 1.0, 200.0, "log")}
+
 
 @register("dch")
 class DCH(DeepHashMethod):
