@@ -32,12 +32,33 @@ Method hooks the trainer calls (``DeepHashMethod`` gives defaults for all but ``
   (loss, ``validation_<metric>``); the bench harness sets it to report validation curves to
   its tuner, which may raise to stop a hopeless trial.
 
+Optional hooks for methods whose step is not "one network, one batch of items, one loss"
+(the cross-modal methods train two networks alternately, on triplets or on one modality's
+items at a time); the trainer looks them up on the method and falls back to the default
+path above when they are absent:
+
+* ``training_batches(state, rng) -> iterable``: the batches of one epoch, whatever they are
+  (the default: ``train_inputs.batches`` over ``epoch_order``). It is iterated lazily, so a
+  batch drawn after earlier steps sees the networks those steps produced;
+* ``training_step(batch, state) -> scalar | None``: the loss of one batch (``None`` skips the
+  batch). The method runs its own forward pass, inside ``state.autocast()`` for mixed
+  precision; the trainer does ``zero_grad`` / backward / optimiser step / scaler. With
+  ``network`` a container of several sub-networks, one optimiser over all of them behaves
+  as one optimiser per sub-network: a parameter that received no gradient in a step
+  (``zero_grad(set_to_none=True)``) is left untouched by Adam and SGD, its moments and step
+  count included;
+* ``validation_score(state, validation, metric) -> float``: the per-epoch validation score
+  (higher is better) from the ``validation`` object given to :meth:`Trainer.fit`, which the
+  trainer passes through untouched (default: ``metric`` of validation items searched
+  against the training items, both coded by ``binarize``).
+
 Checkpoints are our own pickles (they hold numpy RNG states), read with
 ``torch.load(weights_only=False)``: only resume from checkpoint folders you wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import time
@@ -51,6 +72,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hashlab.train.distributed import SingleProcess
+from hashlab.train.distributed import context as distributed_context
 from hashlab.train.inputs import InputSource
 
 __all__ = [
@@ -114,6 +137,8 @@ class TrainState:
     batch_indices: np.ndarray | None = None  # training-item indices of the current batch
     extras: dict[str, Any] = field(default_factory=dict)  # method state, checkpointed
     train_inputs: Any = None  # the training InputSource (e.g. EDDH's S^ reads its features)
+    #: ``with state.autocast():`` mixed precision where the trainer uses it (custom steps)
+    autocast: Callable[[], Any] = contextlib.nullcontext
 
 
 @dataclass
@@ -197,16 +222,19 @@ class Trainer:
         build_network: Callable[[], torch.nn.Module],
         train_inputs: InputSource,
         train_labels: np.ndarray,
-        validation: tuple[InputSource, np.ndarray] | None = None,
+        validation: tuple[InputSource, np.ndarray] | Any | None = None,
         fingerprint: dict[str, Any] | None = None,
     ) -> tuple[torch.nn.Module, TrainResult]:
         """Train and return (network holding the best weights, result).
 
         ``train_labels`` / validation labels are (N, C) multi-hot; ``fingerprint`` (JSON-able)
-        identifies the run so that ``resume`` refuses a checkpoint of a different one.
+        identifies the run so that ``resume`` refuses a checkpoint of a different one. A
+        method with a ``validation_score`` hook gets ``validation`` as it was passed here.
         """
         config = self.config
-        device = resolve_device(config.device)
+        # under torchrun: this rank's device, DDP, sharded batches (hashlab.train.distributed)
+        self._parallel = distributed_context(resolve_device(config.device))
+        device = self._parallel.device
         seed_everything(config.seed)
         with deterministic_cpu(device.type == "cpu"):
             network = build_network().to(device)
@@ -222,7 +250,7 @@ class Trainer:
         device: torch.device,
         train_inputs: InputSource,
         train_labels: np.ndarray,
-        validation: tuple[InputSource, np.ndarray] | None,
+        validation: tuple[InputSource, np.ndarray] | Any | None,
         fingerprint: dict[str, Any],
     ) -> tuple[torch.nn.Module, TrainResult]:
         config = self.config
@@ -234,10 +262,14 @@ class Trainer:
         optimizer = self._optimizer(method.parameter_groups(network, config.lr))
         labels_on_device = torch.as_tensor(train_labels, dtype=torch.float32, device=device)
         shuffle_rng = np.random.default_rng(config.seed)
+        parallel = getattr(self, "_parallel", None) or SingleProcess(device)
 
-        def forward(inputs: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
-                return network(inputs.to(device, non_blocking=True)).float()
+        def autocast() -> Any:
+            return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp)
+
+        def forward(inputs: torch.Tensor, module: torch.nn.Module = network) -> torch.Tensor:
+            with autocast():
+                return module(inputs.to(device, non_blocking=True)).float()
 
         def predict(source: InputSource, indices: np.ndarray) -> torch.Tensor:
             was_training = network.training
@@ -255,7 +287,23 @@ class Trainer:
             train_labels=labels_on_device,
             predict=lambda indices: predict(train_inputs, np.asarray(indices)),
             train_inputs=train_inputs,
+            autocast=autocast,
         )
+        custom_batches = getattr(method, "training_batches", None)
+        custom_step = getattr(method, "training_step", None)
+        custom_validation = getattr(method, "validation_score", None)
+        # the training forward pass goes through DDP (a custom step averages by hand)
+        train_network = network if custom_step else parallel.wrap(network)
+
+        def default_step(batch: tuple[np.ndarray, torch.Tensor]) -> torch.Tensor | None:
+            indices, inputs = batch
+            if len(indices) < 2:  # a pairwise loss needs a pair; BatchNorm needs two
+                return None
+            state.batch_indices = indices
+            # the loss sees the global batch: other ranks' outputs gathered (distributed.py)
+            outputs = parallel.gather(forward(inputs, train_network), len(indices))
+            return method.loss(outputs, labels_on_device[torch.from_numpy(indices)], state)
+
         history: list[dict[str, float]] = []
         best = {"score": None, "epoch": 0, "network": None}
         bad_epochs = 0
@@ -283,7 +331,7 @@ class Trainer:
 
         bar = tqdm(
             total=config.epochs, initial=start_epoch, desc=f"train {method.name}", unit="epoch",
-            disable=not config.progress,
+            disable=not config.progress or not parallel.is_main,
         )  # fmt: skip
         for epoch in range(start_epoch, config.epochs):
             if stopped:
@@ -292,16 +340,20 @@ class Trainer:
             state.epoch = epoch
             network.train()
             method.on_epoch_start(state)
-            order = np.asarray(method.epoch_order(state, shuffle_rng), dtype=np.int64)
+            if custom_batches is not None:
+                batches = custom_batches(state, shuffle_rng)
+            else:
+                order = np.asarray(method.epoch_order(state, shuffle_rng), dtype=np.int64)
+                batches = parallel.batches(train_inputs, order, config.batch_size)
             losses = []
-            for indices, inputs in train_inputs.batches(order, config.batch_size, True):
-                if len(indices) < 2:  # a pairwise loss needs a pair; BatchNorm needs two
+            for batch in batches:
+                loss = custom_step(batch, state) if custom_step else default_step(batch)
+                if loss is None:
                     continue
-                state.batch_indices = indices
-                outputs = forward(inputs)
-                loss = method.loss(outputs, labels_on_device[torch.from_numpy(indices)], state)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                if custom_step:
+                    parallel.average_gradients(network)
                 scaler.step(optimizer)
                 scaler.update()
                 state.step += 1
@@ -311,9 +363,23 @@ class Trainer:
             record: dict[str, float] = {
                 "epoch": epoch + 1,
                 "loss": float(np.mean(losses)) if losses else float("nan"),
+                "steps": state.step,
+                "train_seconds": time.perf_counter() - started,  # without validation
             }
             if validation is not None:
-                score = self._validate(method, predict, train_inputs, train_labels, validation)
+                if not parallel.is_main:
+                    score = 0.0  # rank 0 validates; its score is broadcast below
+                elif custom_validation is not None:
+                    network.eval()
+                    with torch.no_grad():
+                        score = float(
+                            custom_validation(state, validation, config.validation_metric)
+                        )
+                else:
+                    score = self._validate(
+                        method, predict, train_inputs, train_labels, validation
+                    )
+                score = parallel.broadcast_score(score)
                 record[f"validation_{config.validation_metric}"] = score
                 if best["score"] is None or score > best["score"]:
                     best = {"score": score, "epoch": epoch + 1, "network": _cpu_state_dict(network)}
@@ -332,7 +398,7 @@ class Trainer:
                 listener(state, record)
             bar.update(1)
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-            if checkpoint is not None:
+            if checkpoint is not None and parallel.is_main:  # one writer of the checkpoint
                 self._save_checkpoint(
                     checkpoint, epoch + 1, network, optimizer, scaler, shuffle_rng, history,
                     best, bad_epochs, stopped, state, fingerprint,

@@ -1,25 +1,33 @@
 """Cross-modal (image <-> text) hashing: two modalities, one Hamming space.
 
-Importing this package registers ``lbo_cmh`` (Zhang & Zhou 2021, the large-batch /
-orthogonal-regularisation method), ``dcmh`` (Jiang & Li, CVPR 2017, on features), ``seph``
-(Lin et al., CVPR 2015) and ``cmfh`` (Ding et al., CVPR 2014). All follow
-:class:`CrossModalMethod`: ``fit(images, texts, labels)``, ``encode(x, modality=...)``.
+Importing this package registers ``lbo_cmh`` (:class:`LBOCMH`, Zhang & Zhou 2021, the
+large-batch / orthogonal-regularisation method), ``dcmh`` (:class:`DCMH`, Jiang & Li, CVPR
+2017, on features), ``seph`` (:class:`SePH`, Lin et al., CVPR 2015) and ``cmfh``
+(:class:`CMFH`, Ding et al., CVPR 2014). All follow :class:`CrossModalMethod`:
+``fit(dataset, validation=None)`` on paired items (``features`` = image side, ``text``,
+``labels``), ``encode(x, modality=...)``. DCMH and LBOCMH train on the one Trainer.
 """
 
-from hashlab.methods.cross_modal.base import MODALITIES, CrossModalMethod, label_similarity
-from hashlab.methods.cross_modal.cmfh import Cmfh
-from hashlab.methods.cross_modal.dcmh import Dcmh
-from hashlab.methods.cross_modal.lbo_cmh import LboCmh, paper_margin, scaled_learning_rate
-from hashlab.methods.cross_modal.seph import Seph
+from hashlab.methods.cross_modal.base import (
+    MODALITIES,
+    CrossModalMethod,
+    TrainedCrossModalMethod,
+    label_similarity,
+)
+from hashlab.methods.cross_modal.cmfh import CMFH
+from hashlab.methods.cross_modal.dcmh import DCMH
+from hashlab.methods.cross_modal.lbo_cmh import LBOCMH, paper_margin, scaled_learning_rate
+from hashlab.methods.cross_modal.seph import SePH
 from hashlab.methods.cross_modal.text import text_features_from_file, text_to_features
 
 __all__ = [
+    "CMFH",
+    "DCMH",
+    "LBOCMH",
     "MODALITIES",
-    "Cmfh",
     "CrossModalMethod",
-    "Dcmh",
-    "LboCmh",
-    "Seph",
+    "SePH",
+    "TrainedCrossModalMethod",
     "label_similarity",
     "paper_margin",
     "scaled_learning_rate",

@@ -17,21 +17,22 @@ paper: lam = 0.5, mu = 100, gamma = 0.001 (we start V from a seeded random matri
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from hashlab.methods.cross_modal.base import CrossModalMethod
+from hashlab.methods.cross_modal.base import MODALITIES, CrossModalMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 
-__all__ = ["Cmfh"]
+__all__ = ["CMFH"]
 
 
 @register("cmfh")
-class Cmfh(CrossModalMethod):
+class CMFH(CrossModalMethod):
     """Collective matrix factorisation hashing (see the module docstring)."""
 
-    supervised = False
+    tags = MethodTags(
+        family="cross_modal", supervision="none", inputs="paired_text", modalities=MODALITIES
+    )
 
     def __init__(
         self,
@@ -48,15 +49,7 @@ class Cmfh(CrossModalMethod):
         self.gamma = gamma
         self.iterations = iterations
 
-    def get_params(self) -> dict[str, Any]:
-        names = ("lam", "mu", "gamma", "iterations")
-        return {**super().get_params(), **{name: getattr(self, name) for name in names}}
-
-    def _check_labels(self, y: Any, n: int) -> np.ndarray:
-        # unsupervised: labels are optional; a placeholder keeps the shared fit() path
-        return np.zeros(n, dtype=np.int64) if y is None else super()._check_labels(y, n)
-
-    def _fit(self, images: np.ndarray, texts: np.ndarray, labels: np.ndarray) -> None:
+    def _fit(self, images: np.ndarray, texts: np.ndarray, labels: np.ndarray | None) -> None:
         rng = np.random.default_rng(self.seed)
         views = [images.T.astype(np.float64), texts.T.astype(np.float64)]  # (d_m, n)
         weights = [self.lam, 1.0 - self.lam]

@@ -17,6 +17,13 @@ features instead of CNN-F on pixels. Each mini-batch loss is divided by (batch x
 the authors' code, so one learning rate fits any data size; Adam lr 1e-3, 60 epochs, batch
 128 (ours: the authors use SGD with a decaying rate and 500 epochs on raw pixels).
 
+Training runs on the one :class:`~hashlab.train.Trainer` (``TrainedCrossModalMethod``): one
+epoch is the image phase (mini-batches of image items, G fixed) then the text phase, each a
+permutation of the training items; F, G (the latest outputs of every item) and B live in the
+checkpointed ``state.extras``, so a resumed run continues exactly. The epoch kept is the one
+with the best validation score (mean of i2t and t2i map@all), early stopping after
+``patience`` epochs without improvement.
+
 Balance scale (deviation). ||F 1||^2 is the square of a sum over all n items, so its gradient
 on one output is 2 eta (column sum), which grows with n, while the quantisation pull of that
 output towards +-1 does not. With the literal eta = 1 on Wikipedia (n = 1,673 of a validation
@@ -42,15 +49,19 @@ from hashlab.losses.cross_modal import (
     dcmh_inter_modal_likelihood,
     dcmh_quantisation_loss,
 )
-from hashlab.methods.cross_modal.base import CrossModalMethod, two_layer_forward
+from hashlab.methods.cross_modal.base import TrainedCrossModalMethod, TwoLayerNet
 from hashlab.methods.registry import register
+from hashlab.train import TrainConfig
+from hashlab.train.trainer import TrainState
 
-__all__ = ["Dcmh"]
+__all__ = ["DCMH"]
 
 
 @register("dcmh")
-class Dcmh(CrossModalMethod):
+class DCMH(TrainedCrossModalMethod):
     """DCMH on precomputed image and text features (see the module docstring)."""
+
+    hidden_activation = "relu"
 
     def __init__(
         self,
@@ -62,6 +73,13 @@ class Dcmh(CrossModalMethod):
         learning_rate: float = 1e-3,
         gamma: float = 1.0,
         eta: float = 1.0,
+        patience: int | None = 10,
+        validation_fraction: float = 0.1,
+        device: str | None = None,
+        amp: bool = False,
+        progress: bool = False,
+        checkpoint_dir: str | None = None,
+        resume: bool = False,
     ) -> None:
         super().__init__(n_bits=n_bits, seed=seed)
         self.hidden = hidden
@@ -70,74 +88,79 @@ class Dcmh(CrossModalMethod):
         self.learning_rate = learning_rate
         self.gamma = gamma
         self.eta = eta
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        # runtime options (not saved): mixed precision buys nothing for two small MLPs
+        self.device, self.amp, self.progress = device, amp, progress
+        self.checkpoint_dir, self.resume = checkpoint_dir, resume
 
-    def get_params(self) -> dict[str, Any]:
-        names = ("hidden", "epochs", "batch_size", "learning_rate", "gamma", "eta")
-        return {**super().get_params(), **{name: getattr(self, name) for name in names}}
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.learning_rate,
+            weight_decay=0.0, patience=self.patience, seed=self.seed, device=self.device,
+            amp=self.amp, progress=self.progress, checkpoint_dir=self.checkpoint_dir,
+            resume=self.resume,
+        )  # fmt: skip
 
-    def _fit(self, images: np.ndarray, texts: np.ndarray, labels: np.ndarray) -> None:
-        torch.manual_seed(self.seed)
-        rng = np.random.default_rng(self.seed)
-        inputs = {"image": torch.from_numpy(images), "text": torch.from_numpy(texts)}
-        n = len(images)
-        nets = {
-            m: nn.Sequential(
-                nn.Linear(x.shape[1], self.hidden), nn.ReLU(), nn.Linear(self.hidden, self.n_bits)
-            )
-            for m, x in inputs.items()
-        }
-        optimisers = {
-            m: torch.optim.Adam(net.parameters(), lr=self.learning_rate) for m, net in nets.items()
-        }
-        labels_t = torch.from_numpy(labels.astype(np.float32))
-        similarity = (labels_t @ labels_t.T > 0).to(torch.float32)
+    def build_nets(self, image_dim: int, text_dim: int) -> nn.ModuleDict:
+        return nn.ModuleDict({
+            m: TwoLayerNet(dim, self.hidden, self.n_bits, "relu", sigmoid=False)
+            for m, dim in (("image", image_dim), ("text", text_dim))
+        })  # fmt: skip
+
+    def _similarity(self, state: TrainState) -> torch.Tensor:
+        cached = getattr(self, "_similarity_cache", None)
+        if cached is None or cached.device != state.device:
+            labels = state.train_labels
+            cached = (labels @ labels.T > 0).to(torch.float32)
+            self._similarity_cache = cached
+        return cached
+
+    # -- trainer hooks ---------------------------------------------------------------------
+    def on_train_start(self, state: TrainState) -> None:
+        inputs = self.device_inputs(state)
         with torch.no_grad():
-            outputs = {m: nets[m](x) for m, x in inputs.items()}
-        codes = torch.sign(outputs["image"] + outputs["text"] + 1e-12)
-        for _ in range(self.epochs):
-            for modality, other in (("image", "text"), ("text", "image")):
-                net, optimiser = nets[modality], optimisers[modality]
-                fixed = outputs[other]
-                for batch in np.array_split(rng.permutation(n), max(1, n // self.batch_size)):
-                    batch_t = torch.from_numpy(batch)
-                    optimiser.zero_grad()
-                    batch_out = net(inputs[modality][batch_t])
-                    # rows of S: this modality's batch items against all items of the other
-                    pair_similarity = similarity[batch_t]
-                    if modality == "image":
-                        likelihood = dcmh_inter_modal_likelihood(batch_out, fixed, pair_similarity)
-                    else:  # Theta is symmetric in (F, G): the same term seen from text rows
-                        likelihood = dcmh_inter_modal_likelihood(
-                            fixed, batch_out, pair_similarity.T
-                        )
-                    # balance uses the current outputs of the other items of this modality
-                    others_sum = outputs[modality].sum(dim=0) - outputs[modality][batch_t].sum(0)
-                    balance = dcmh_balance_loss(
-                        torch.cat([batch_out, others_sum.unsqueeze(0)], dim=0)
-                    )
-                    # balance / n: a per-item weight, so it does not outgrow the quantisation
-                    # term as n grows (see "Balance scale" in the module docstring)
-                    loss = (
-                        likelihood
-                        + self.gamma * dcmh_quantisation_loss(codes[batch_t], batch_out)
-                        + self.eta * balance / n
-                    ) / (len(batch) * n)
-                    loss.backward()
-                    optimiser.step()
-                    outputs[modality][batch_t] = batch_out.detach()
-            codes = torch.sign(self.gamma * (outputs["image"] + outputs["text"]) + 1e-12)  # Eq. 6
-        for modality, net in nets.items():
-            setattr(self, f"{modality}_w1_", net[0].weight.detach().numpy().T.copy())
-            setattr(self, f"{modality}_b1_", net[0].bias.detach().numpy().copy())
-            setattr(self, f"{modality}_w2_", net[2].weight.detach().numpy().T.copy())
-            setattr(self, f"{modality}_b2_", net[2].bias.detach().numpy().copy())
+            outputs = {m: state.network[m](x).float() for m, x in inputs.items()}
+        state.extras["outputs"] = outputs  # F and G of every item, refreshed batch by batch
+        state.extras["codes"] = torch.sign(outputs["image"] + outputs["text"] + 1e-12)
 
-    def _project(self, features: np.ndarray, modality: str) -> np.ndarray:
-        return two_layer_forward(
-            features,
-            getattr(self, f"{modality}_w1_"),
-            getattr(self, f"{modality}_b1_"),
-            getattr(self, f"{modality}_w2_"),
-            getattr(self, f"{modality}_b2_"),
-            hidden_activation="relu",
+    def training_batches(self, state: TrainState, rng: np.random.Generator) -> Any:
+        n = len(state.train_labels)
+        for modality in ("image", "text"):  # Algorithm 1: image network, then text network
+            for batch in np.array_split(rng.permutation(n), max(1, n // self.batch_size)):
+                yield modality, batch
+
+    def training_step(self, batch: tuple[str, np.ndarray], state: TrainState) -> torch.Tensor:
+        modality, indices = batch
+        other = "text" if modality == "image" else "image"
+        outputs, codes = state.extras["outputs"], state.extras["codes"]
+        n = len(state.train_labels)
+        batch_t = torch.from_numpy(indices).to(state.device)
+        with state.autocast():
+            batch_out = state.network[modality](self.device_inputs(state)[modality][batch_t])
+        batch_out = batch_out.float()
+        # rows of S: this modality's batch items against all items of the other
+        pair_similarity = self._similarity(state)[batch_t]
+        fixed = outputs[other]
+        if modality == "image":
+            likelihood = dcmh_inter_modal_likelihood(batch_out, fixed, pair_similarity)
+        else:  # Theta is symmetric in (F, G): the same term seen from text rows
+            likelihood = dcmh_inter_modal_likelihood(fixed, batch_out, pair_similarity.T)
+        # balance uses the current outputs of the other items of this modality
+        others_sum = outputs[modality].sum(dim=0) - outputs[modality][batch_t].sum(0)
+        balance = dcmh_balance_loss(torch.cat([batch_out, others_sum.unsqueeze(0)], dim=0))
+        # balance / n: a per-item weight, so it does not outgrow the quantisation term as n
+        # grows (see "Balance scale" in the module docstring)
+        loss = (
+            likelihood
+            + self.gamma * dcmh_quantisation_loss(codes[batch_t], batch_out)
+            + self.eta * balance / n
+        ) / (len(indices) * n)
+        outputs[modality][batch_t] = batch_out.detach()
+        return loss
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        outputs = state.extras["outputs"]
+        state.extras["codes"] = torch.sign(  # Eq. 6
+            self.gamma * (outputs["image"] + outputs["text"]) + 1e-12
         )

@@ -26,15 +26,13 @@ optimised for 100 L-BFGS iterations (``code_iterations``) instead of 20, validat
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
 from hashlab.methods.cross_modal.base import CrossModalMethod
 from hashlab.methods.registry import register
 
-__all__ = ["Seph", "rbf_features"]
+__all__ = ["SePH", "rbf_features"]
 
 ANCHOR_CHOICES = ("kmeans", "random")
 
@@ -46,7 +44,7 @@ def rbf_features(features: np.ndarray, anchors: np.ndarray, bandwidth: float) ->
 
 
 @register("seph")
-class Seph(CrossModalMethod):
+class SePH(CrossModalMethod):
     """SePH with kernel logistic regression hash functions (see the module docstring)."""
 
     def __init__(
@@ -69,12 +67,6 @@ class Seph(CrossModalMethod):
         self.anchors = anchors
         self.klr_penalty = klr_penalty
         self.bandwidth_scale = bandwidth_scale
-
-    def get_params(self) -> dict[str, Any]:
-        names = (
-            "alpha", "code_iterations", "n_anchors", "anchors", "klr_penalty", "bandwidth_scale"
-        )  # fmt: skip
-        return {**super().get_params(), **{name: getattr(self, name) for name in names}}
 
     def _learn_codes(self, labels: np.ndarray) -> np.ndarray:
         """Steps 1-2: B in {-1, +1}^{n x K} preserving the label affinities."""
