@@ -21,6 +21,7 @@ from hashlab.data.digits import load_digits_dataset
 from hashlab.data.splits import make_split
 from hashlab.methods.base import NotFittedError
 from hashlab.metrics import evaluate
+from hashlab.pipeline import encode_images
 
 DEEP_METHODS = ["adsh", "dch", "dhn", "dnnh", "dpsh", "dsh", "hashnet"]
 # few epochs: each fit takes about a second on two cores
@@ -194,7 +195,7 @@ def test_frozen_mode_on_a_dataset_and_encode_images(small_digit_images):
     model.fit(data)
     assert model.extra_config_["backbone"] == "small_cnn"
     from_dataset = model.encode(data)
-    from_images = model.encode_images([Image.fromarray(img) for img in data.images[:20]])
+    from_images = encode_images(model, [Image.fromarray(img) for img in data.images[:20]])
     np.testing.assert_array_equal(from_images, from_dataset[:20])
 
 
@@ -213,7 +214,7 @@ def test_finetune_mode_trains_the_backbone_end_to_end(small_digit_images, tmp_pa
     codes = model.encode(data)
     assert codes.shape == (240, 16)
     np.testing.assert_array_equal(
-        model.encode_images([Image.fromarray(img) for img in data.images[:10]]), codes[:10]
+        encode_images(model, [Image.fromarray(img) for img in data.images[:10]]), codes[:10]
     )
     model.save(tmp_path / "tuned")
     np.testing.assert_array_equal(hashlab.load(tmp_path / "tuned").encode(data), codes)
@@ -250,7 +251,7 @@ def test_cli_train_then_encode_a_folder_of_images(tmp_path, monkeypatch, capsys)
     paths = codes_file.with_suffix(".paths.txt").read_text().split()
     assert codes.shape == (90, 16) and len(paths) == 90
     model = hashlab.load(model_dir)
-    np.testing.assert_array_equal(codes[:5], model.encode_images(paths[:5]))
+    np.testing.assert_array_equal(codes[:5], encode_images(model, paths[:5]))
 
     assert main(["encode", str(model_dir), "--images", str(tmp_path / "nowhere"),
                  "--out", str(codes_file)]) == 2  # fmt: skip

@@ -112,7 +112,7 @@ def test_weakly_supervised_fit_refuses_labels_and_needs_tags():
     labels = np.random.default_rng(2).integers(0, 2, (20, 3))
     for name in ("idea", "idea_l", "idea_a", "wdht"):
         model = pytest.importorskip("hashlab").create(name, n_bits=8, epochs=1)
-        assert not model.supervised and model.weak_supervision == "tags"
+        assert model.tags.supervision == "tags"
         with pytest.raises(ValueError, match="weakly supervised"):
             model.fit(maps, labels, tags=tags, tag_vectors=np.eye(5, 4))
         with pytest.raises(ValueError, match="needs the images' tags"):

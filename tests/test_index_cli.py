@@ -10,10 +10,11 @@ from PIL import Image
 
 from hashlab.cli import main
 from hashlab.index import HammingIndex
-from hashlab.index.encode import encode_image_files
 from hashlab.index.native import load_native
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.registry import _REGISTRY, register
+from hashlab.methods.tags import MethodTags
+from hashlab.pipeline import encode_images, read_build_record
 
 N_BITS = 16
 
@@ -23,6 +24,8 @@ if "test-index-sign" not in _REGISTRY:
     @register("test-index-sign")
     class FirstFeatureSigns(ShallowMethod):
         """Signs of the first K centred backbone features: enough to hash real pixels."""
+
+        tags = MethodTags(family="shallow", supervision="none", inputs="features")
 
         def _fit(self, x, y):
             self.mean_ = x.mean(axis=0)
@@ -68,7 +71,7 @@ def test_build_info_and_search_by_code(built_index, capsys):
     tmp_path, paths, model = built_index
     index = HammingIndex.open(tmp_path / "idx")
     assert len(index) == 12
-    codes = encode_image_files(model, paths)
+    codes = encode_images(model, paths)
     ids, dists = index.search(codes, 1)
     # each image finds a code at distance 0 (itself, or an identical code with a smaller id)
     assert (dists[:, 0] == 0).all()
@@ -104,3 +107,52 @@ def test_user_errors_exit_2(built_index, tmp_path, capsys):
     assert main(["search", idx, "--code", "00", "-k", "1"]) == 2  # 8 bits for a 16-bit index
     assert main(["index", "info", str(tmp_path / "missing")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_build_record_names_absolute_paths(built_index):
+    tmp_path, paths, model = built_index
+    record = read_build_record(tmp_path / "idx")
+    assert record["model"] == str((tmp_path / "model").resolve())
+    assert record["images"] == str((tmp_path / "images").resolve())
+    assert record["n_images"] == 12 and record["backbone"] == "small_cnn"
+    index = HammingIndex.open(tmp_path / "idx")
+    stored = {m["path"] for m in index.metadata(np.arange(12))}
+    assert stored == {str(p.resolve()) for p in paths}
+
+
+def test_interrupted_build_leaves_nothing_and_a_rerun_works(built_index, monkeypatch, capsys):
+    """A build that dies after its first committed batch leaves no index behind (not a
+    half-built one that looks complete), and running the same command again succeeds."""
+    tmp_path, paths, model = built_index
+    import hashlab.pipeline as pipeline
+
+    real = pipeline.encode_images
+    calls = {"n": 0}
+
+    def dies_on_the_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # what Ctrl-C raises mid-build
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "encode_images", dies_on_the_second_batch)
+    command = ["index", "build", "--model", str(tmp_path / "model"), "--images",
+               str(tmp_path / "images"), "--out", str(tmp_path / "idx2"), "--batch-size", "5"]
+    assert main(command) == 130
+    assert calls["n"] == 2
+    assert not (tmp_path / "idx2").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".idx2")]
+    monkeypatch.setattr(pipeline, "encode_images", real)
+    assert main(command) == 0
+    assert len(HammingIndex.open(tmp_path / "idx2")) == 12
+    assert main(command) == 2  # the index exists now: a third build refuses to overwrite it
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_search_with_a_huge_k_answers_every_item(built_index, capsys):
+    tmp_path, paths, model = built_index
+    hex_code = np.packbits(encode_images(model, paths[:1])[0]).tobytes().hex()
+    capsys.readouterr()
+    args = ["search", str(tmp_path / "idx"), "--code", hex_code, "-k", "1000000000000", "--json"]
+    assert main(args) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 12

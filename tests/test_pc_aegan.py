@@ -21,6 +21,7 @@ from hashlab.losses.cosine import cosine_cross_entropy, cosine_quantization
 from hashlab.methods.deep.pc_aegan_game import AdversarialGame, GameSettings
 from hashlab.methods.deep.pc_aegan_networks import Discriminator, Generator
 from hashlab.metrics import evaluate
+from hashlab.pipeline import encode_images
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -263,7 +264,7 @@ def test_cli_train_writes_the_sample_grid_and_encodes_images(method, tmp_path, m
                  "--out", str(codes_file)]) == 0  # fmt: skip
     paths = codes_file.with_suffix(".paths.txt").read_text().split()
     np.testing.assert_array_equal(np.load(codes_file)[:5],
-                                  hashlab.load(model_dir).encode_images(paths[:5]))  # fmt: skip
+                                  encode_images(hashlab.load(model_dir), paths[:5]))  # fmt: skip
 
 
 def test_finetune_mode_trains_the_backbone_on_real_and_generated_images(tmp_path, monkeypatch):

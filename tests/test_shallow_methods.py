@@ -92,9 +92,9 @@ def test_all_shallow_baselines_are_registered():
     expected = {"lsh", "pcah", "itq", "sh", "sph", "agh", "itq_cca", "sdh", "ksh", "bre"}
     assert expected <= set(SHALLOW_METHODS)
     for name in SUPERVISED:
-        assert get_method_class(name).supervised
+        assert get_method_class(name).tags.supervision == "labels"
     for name in expected - set(SUPERVISED):
-        assert not get_method_class(name).supervised
+        assert get_method_class(name).tags.supervision == "none"
 
 
 # -- protocol and persistence ----------------------------------------------------------------

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hashlab.errors import HashlabValueError
+
 __all__ = [
     "binarize",
     "pack_bits",
@@ -30,7 +32,7 @@ __all__ = [
 ]
 
 
-class CodeLengthError(ValueError):
+class CodeLengthError(HashlabValueError):
     """Raised when code matrices of different lengths are combined."""
 
 
@@ -49,9 +51,9 @@ def binarize(values: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     """Real-valued outputs -> (N, K) uint8 0/1 codes: ``1`` where ``value > threshold``."""
     values = np.asarray(values)
     if values.ndim != 2:
-        raise ValueError(f"expected a 2-D array of shape (N, K), got shape {values.shape}")
+        raise HashlabValueError(f"expected a 2-D array of shape (N, K), got shape {values.shape}")
     if not np.all(np.isfinite(values)):
-        raise ValueError("cannot binarize values that contain NaN or infinity")
+        raise HashlabValueError("cannot binarize values that contain NaN or infinity")
     return (values > threshold).astype(np.uint8)
 
 
@@ -61,11 +63,13 @@ def validate_codes(codes: np.ndarray, n_bits: int | None = None) -> np.ndarray:
     if codes.ndim == 1:
         codes = codes[None, :]
     if codes.ndim != 2:
-        raise ValueError(f"codes must be a 2-D (N, K) array, got shape {codes.shape}")
+        raise HashlabValueError(f"codes must be a 2-D (N, K) array, got shape {codes.shape}")
     if codes.dtype == bool:
         codes = codes.astype(np.uint8)
     if codes.size and not np.isin(codes, (0, 1)).all():
-        raise ValueError("codes must contain only 0 and 1 (use hashlab.codes.binarize first)")
+        raise HashlabValueError(
+            "codes must contain only 0 and 1 (use hashlab.codes.binarize first)"
+        )
     if n_bits is not None and codes.shape[1] != n_bits:
         raise CodeLengthError(f"codes have {codes.shape[1]} bits, expected {n_bits}")
     return np.ascontiguousarray(codes, dtype=np.uint8)
@@ -105,7 +109,7 @@ def as_packed(codes: np.ndarray, n_bits: int) -> np.ndarray:
         return pack_bits(codes)
     if codes.ndim == 2 and codes.shape[1] == n_bytes:
         if codes.dtype != np.uint8:
-            raise ValueError(f"packed codes must be uint8, got {codes.dtype}")
+            raise HashlabValueError(f"packed codes must be uint8, got {codes.dtype}")
         return np.ascontiguousarray(codes)
     raise CodeLengthError(
         f"codes of shape {codes.shape} do not fit {n_bits}-bit codes: expected (N, {n_bits}) "
@@ -177,5 +181,5 @@ def hex_to_codes(text: str, n_bits: int) -> np.ndarray:
     try:
         raw = bytes.fromhex(cleaned)
     except ValueError as error:
-        raise ValueError(f"{text!r} is not a hexadecimal code") from error
+        raise HashlabValueError(f"{text!r} is not a hexadecimal code") from error
     return unpack_bits(np.frombuffer(raw, dtype=np.uint8)[None, :], n_bits)

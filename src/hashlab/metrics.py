@@ -61,6 +61,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from hashlab.codes import CodeLengthError, hamming_distance_matrix, pack_bits, validate_codes
+from hashlab.errors import HashlabValueError
 
 __all__ = [
     "CONVENTIONS",
@@ -100,11 +101,11 @@ def parse_metric(name: str) -> MetricSpec:
     """
     match = _METRIC_PATTERN.match(name) if isinstance(name, str) else None
     if match is None:
-        raise ValueError(f"unknown metric {name!r}; valid forms: {_VALID_FORMS}")
+        raise HashlabValueError(f"unknown metric {name!r}; valid forms: {_VALID_FORMS}")
     measure, cutoff = match.group(1), match.group(2)
     if cutoff == "all":
         if measure != "map":
-            raise ValueError(
+            raise HashlabValueError(
                 f"unknown metric {name!r} (only map@all has an 'all' form); "
                 f"valid forms: {_VALID_FORMS}"
             )
@@ -113,7 +114,7 @@ def parse_metric(name: str) -> MetricSpec:
         return MetricSpec(name, measure, "radius", int(cutoff[1:]))  # type: ignore[arg-type]
     k = int(cutoff)
     if k <= 0:
-        raise ValueError(
+        raise HashlabValueError(
             f"metric {name!r}: k must be a positive integer; valid forms: {_VALID_FORMS}"
         )
     return MetricSpec(name, measure, "top", k)  # type: ignore[arg-type]
@@ -129,7 +130,7 @@ def _packed_codes(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     if packed:
         if n_bits is None:
-            raise ValueError("packed=True needs n_bits (the code length in bits)")
+            raise HashlabValueError("packed=True needs n_bits (the code length in bits)")
         n_bytes = (n_bits + 7) // 8
         arrays = []
         for what, codes in (("query", query_codes), ("database", db_codes)):
@@ -155,12 +156,14 @@ def _packed_codes(
 def _check_labels(labels: np.ndarray, n_items: int, what: str) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim not in (1, 2) or labels.shape[0] != n_items:
-        raise ValueError(
+        raise HashlabValueError(
             f"{what} labels must have shape ({n_items},) class ids or ({n_items}, C) multi-hot, "
             f"got {labels.shape}"
         )
     if labels.ndim == 2 and labels.size and not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"2-D {what} labels must be 0/1 multi-hot; pass class ids as a 1-D array")
+        raise HashlabValueError(
+            f"2-D {what} labels must be 0/1 multi-hot; pass class ids as a 1-D array"
+        )
     return labels
 
 
@@ -178,23 +181,25 @@ class _Relevance:
         self.matrix: np.ndarray | None = None
         if relevance is not None:
             if query_labels is not None or db_labels is not None:
-                raise ValueError("pass either labels or a relevance matrix, not both")
+                raise HashlabValueError("pass either labels or a relevance matrix, not both")
             relevance = np.asarray(relevance)
             if relevance.shape != (n_query, n_db):
-                raise ValueError(
+                raise HashlabValueError(
                     f"relevance must have shape (n_queries, n_database) = ({n_query}, {n_db}), "
                     f"got {relevance.shape}"
                 )
             self.matrix = relevance.astype(bool, copy=False)
             return
         if query_labels is None or db_labels is None:
-            raise ValueError("labels for queries and database (or a relevance matrix) are needed")
+            raise HashlabValueError(
+                "labels for queries and database (or a relevance matrix) are needed"
+            )
         self.query = _check_labels(query_labels, n_query, "query")
         self.db = _check_labels(db_labels, n_db, "database")
         if self.query.ndim != self.db.ndim or (
             self.query.ndim == 2 and self.query.shape[1] != self.db.shape[1]
         ):
-            raise ValueError(
+            raise HashlabValueError(
                 f"query labels {self.query.shape} and database labels {self.db.shape} are not "
                 "of the same kind (both class ids, or both multi-hot with the same columns)"
             )
@@ -429,9 +434,11 @@ def _chunk_scores(
 
 def _check_options(convention: str, tie_aware: bool) -> None:
     if convention not in CONVENTIONS:
-        raise ValueError(f"unknown mAP convention {convention!r}; expected one of {CONVENTIONS}")
+        raise HashlabValueError(
+            f"unknown mAP convention {convention!r}; expected one of {CONVENTIONS}"
+        )
     if not isinstance(tie_aware, bool | np.bool_):
-        raise ValueError(f"tie_aware must be True or False, got {tie_aware!r}")
+        raise HashlabValueError(f"tie_aware must be True or False, got {tie_aware!r}")
 
 
 def _run(
@@ -447,7 +454,7 @@ def _run(
 ) -> dict[str, np.ndarray]:
     """Per-query scores for all queries, chunk by chunk."""
     if n_query == 0 or n_db == 0:
-        raise ValueError(
+        raise HashlabValueError(
             f"need at least one query and one database item, got {n_query} "
             f"queries and {n_db} database items"
         )
@@ -473,7 +480,7 @@ def _run(
 def _default_chunk(n_db: int, chunk_size: int | None) -> int:
     if chunk_size is not None:
         if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+            raise HashlabValueError(f"chunk_size must be positive, got {chunk_size}")
         return chunk_size
     return max(1, _PAIRS_PER_CHUNK // max(n_db, 1))
 
@@ -566,11 +573,11 @@ def evaluate_distances(
     specs = [parse_metric(name) for name in metrics]
     distances = np.asarray(distances)
     if distances.ndim != 2 or not np.issubdtype(distances.dtype, np.integer):
-        raise ValueError(
+        raise HashlabValueError(
             f"distances must be a 2-D integer array, got {distances.dtype} {distances.shape}"
         )
     if distances.size and (distances.min() < 0 or distances.max() > n_bits):
-        raise ValueError(f"Hamming distances must lie in 0..{n_bits} for {n_bits}-bit codes")
+        raise HashlabValueError(f"Hamming distances must lie in 0..{n_bits} for {n_bits}-bit codes")
     n_query, n_db = distances.shape
     rel = _Relevance(None, None, relevance, n_query, n_db)
     scores = _run(
@@ -607,7 +614,7 @@ def pr_curve(
     item has recall 0; so recall at r = K is 1 when every query has a relevant item).
     """
     if packed and n_bits is None:
-        raise ValueError("packed=True needs n_bits (the code length in bits)")
+        raise HashlabValueError("packed=True needs n_bits (the code length in bits)")
     width = n_bits if n_bits is not None else validate_codes(query_codes).shape[1]
     specs = [
         parse_metric(f"{measure}@r{r}")
@@ -651,7 +658,7 @@ def precision_at_k_curve(
     """
     ks = [int(k) for k in ks]
     if not ks or min(ks) <= 0:
-        raise ValueError(f"ks must be positive integers, got {ks}")
+        raise HashlabValueError(f"ks must be positive integers, got {ks}")
     specs = [parse_metric(f"precision@{k}") for k in dict.fromkeys(ks)]
     scores, _ = _per_query_scores(
         query_codes,

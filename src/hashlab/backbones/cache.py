@@ -9,7 +9,6 @@ reads a half-written one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -18,47 +17,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-DEFAULT_CACHE = Path(os.environ.get("HASHLAB_CACHE", Path.home() / ".cache" / "hashlab"))
-
-
-def cache_dir() -> Path:
-    """Root of hashlab's caches (``$HASHLAB_CACHE``, default ``~/.cache/hashlab``)."""
-    return Path(os.environ.get("HASHLAB_CACHE", DEFAULT_CACHE))
-
-
-def _fingerprint(paths: Sequence[str | Path]) -> str:
-    digest = hashlib.sha1()
-    # Only the last three path components count, so moving the data (or the cache that an
-    # archive was unpacked into) keeps the features valid.
-    for path in paths:
-        digest.update("/".join(Path(path).parts[-3:]).encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:12]
-
-
-def feature_cache_path(dataset_key: str, backbone: str, input_size: int, paths: Sequence) -> Path:
-    safe_key = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset_key)
-    name = f"{safe_key}-{backbone}-{input_size}px-{_fingerprint(paths)}"
-    return cache_dir() / "features" / name
-
-
-def array_fingerprint(images: np.ndarray) -> str:
-    """A short digest of an in-memory image array: its shape, dtype and every byte."""
-    array = np.ascontiguousarray(images)
-    digest = hashlib.sha1()
-    digest.update(f"{array.shape}|{array.dtype.str}".encode())
-    digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()[:12]
-
-
-def array_feature_cache_path(
-    dataset_key: str, backbone: str, input_size: int, images: np.ndarray
-) -> Path:
-    """Cache folder for features of in-memory images (``arr`` marks an array fingerprint)."""
-    safe_key = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset_key)
-    name = f"{safe_key}-{backbone}-{input_size}px-arr{array_fingerprint(images)}"
-    return cache_dir() / "features" / name
-
+from hashlab.backbones.registry import DEFAULT_BACKBONE
+from hashlab.data.cache import (  # noqa: F401  (re-exported: callers import them from here)
+    array_feature_cache_path,
+    array_fingerprint,
+    cache_dir,
+    feature_cache_path,
+)
 
 # input size is known only once the backbone is built; the cache key uses this hint so a
 # fully cached extraction never builds the network
@@ -122,7 +87,7 @@ def _extract_chunked(
 
 def extract_features(
     image_paths: Sequence[str | Path],
-    backbone: str = "efficientnet_lite0",
+    backbone: str = DEFAULT_BACKBONE,
     dataset_key: str = "images",
     chunk_size: int = 500,
     batch_size: int = 50,
@@ -159,7 +124,7 @@ def extract_features(
 
 def extract_features_from_arrays(
     images: np.ndarray,
-    backbone: str = "efficientnet_lite0",
+    backbone: str = DEFAULT_BACKBONE,
     dataset_key: str = "arrays",
     chunk_size: int = 500,
     batch_size: int = 50,

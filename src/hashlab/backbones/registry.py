@@ -15,10 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from hashlab.errors import HashlabError
+
 BACKBONES: dict[str, Callable[..., Backbone]] = {}
+#: the backbone every method, command and the service use unless told otherwise (named once)
+DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(HashlabError, FileNotFoundError):
     """Pretrained weights are not on this machine (hashlab never downloads them)."""
 
 
@@ -123,7 +127,7 @@ def register_backbone(name: str) -> Callable:
 
 
 def create_backbone(
-    name: str = "efficientnet_lite0", weights: str | None = None, pretrained: bool = True
+    name: str = DEFAULT_BACKBONE, weights: str | None = None, pretrained: bool = True
 ) -> Backbone:
     """Build a backbone by name, in eval mode.
 

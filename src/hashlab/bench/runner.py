@@ -6,10 +6,12 @@ per (method, bits), PR curves) goes into one :class:`BenchResult`, which ``repor
 JSON, CSV, Markdown and plots. Database codes are out-of-sample: the database is encoded with
 the learned hash function, as a deployed system does.
 
-Weakly supervised methods (``weak_supervision == "tags"``, e.g. IDEA, WDHT) are fitted on
-the training items' tags, tag vocabulary and ``config.tag_embedding``, never on labels;
-labels only score them. Methods with ``feature_map = True`` get ``feature_maps`` (region
-maps) instead of pooled features.
+Every method gets its inputs from :func:`hashlab.pipeline.method_inputs` and is fitted by
+:func:`hashlab.pipeline.fit_on_split` (train + validation as one training set: shallow
+methods do no model selection, deep ones carve their own validation from it): tag-supervised
+methods (IDEA, WDHT) get the training items' tags and vocabulary with
+``config.tag_embedding``, never labels (labels only score them); methods whose tags ask for
+region maps get ``feature_maps``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import hashlab
+from hashlab import pipeline
 from hashlab.data.dataset import Dataset
 from hashlab.metrics import evaluate, pr_curve
 
@@ -91,14 +94,20 @@ def describe_protocol(config: BenchConfig, dataset: Dataset, split: Any) -> dict
 def run_benchmark(
     config: BenchConfig,
     dataset: Dataset,
-    features: np.ndarray,
+    features: np.ndarray | None,
     split: Any,
     progress: bool = True,
     feature_maps: np.ndarray | None = None,
+    backbone: str | None = None,
 ) -> BenchResult:
-    """Fit, encode and evaluate every (method, bits) pair of ``config`` on ``split``."""
+    """Fit, encode and evaluate every (method, bits) pair of ``config`` on ``split``.
+
+    ``features`` / ``feature_maps``: precomputed inputs of the whole data set (None: the
+    pipeline computes what each method's tags ask for, with ``backbone``).
+    """
     labels = np.asarray(dataset.labels)
-    y_train, y_query, y_db = labels[split.train_all], labels[split.query], labels[split.database]
+    y_query, y_db = labels[split.query], labels[split.database]
+    precomputed = {"features": features, "feature_maps": feature_maps}
     rows: list[dict[str, Any]] = []
     curves: dict[str, dict[str, list[float]]] = {}
     jobs = [(m, b) for b in config.bits for m in config.methods]
@@ -106,25 +115,15 @@ def run_benchmark(
     for method, n_bits in bar:
         bar.set_postfix_str(f"{method} {n_bits} bits")
         params = dict(config.method_params.get(method, {}))
+        if "embedding" in hashlab.get_method_class(method).param_names():
+            params.setdefault("embedding", config.tag_embedding)
         model = hashlab.create(method, n_bits=n_bits, seed=config.seed, **params)
-        x = features
-        if getattr(model, "feature_map", False):
-            if feature_maps is None:
-                raise ValueError(f"{method} needs region feature maps: pass feature_maps")
-            x = feature_maps
-        x_train, x_query, x_db = x[split.train_all], x[split.query], x[split.database]
+        inputs = pipeline.method_inputs(model, dataset, backbone, precomputed=precomputed)
         start = time.perf_counter()
-        if getattr(model, "weak_supervision", None) == "tags":
-            if dataset.tags is None:
-                raise ValueError(f"{method} learns from tags and {dataset.name} has none")
-            model.fit(x_train, tags=dataset.tags[split.train_all], tag_vocab=dataset.tag_vocab,
-                      embedding=config.tag_embedding)  # fmt: skip
-        else:
-            model.fit(x_train, y_train if model.supervised else None)
+        pipeline.fit_on_split(model, dataset, split, validation="carve", inputs=inputs)
         fit_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        query_codes = model.encode(x_query)
-        db_codes = model.encode(x_db)
+        query_codes, db_codes = pipeline.encode_split(model, inputs, split)
         encode_seconds = time.perf_counter() - start
         scores = evaluate(
             query_codes,

@@ -2,8 +2,9 @@
 
 Each sub-area lives in its own module exposing ``register(subparsers)``, which adds its
 commands and sets ``func`` on them. User errors (bad paths, unknown names, bad values) are
-raised as :class:`UserError` (or the library's ValueError / FileNotFoundError family) and
-become one line on stderr with exit code 2, never a traceback.
+:class:`~hashlab.errors.HashlabError` s (``UserError`` is one) or an ``OSError`` about a path
+the user named; they become one line on stderr with exit code 2. Anything else is a bug and
+shows its traceback.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from hashlab import __version__
-from hashlab.cli.common import UserError
+from hashlab._version import __version__
+from hashlab.errors import HashlabError
 
 _COMMAND_MODULES = (
     "hashlab.cli.demo",
@@ -33,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hashlab {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:  # that command family is not built yet
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 
@@ -54,9 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hashlab: interrupted", file=sys.stderr)
         return 130
-    except (UserError, ValueError, FileNotFoundError, KeyError, PermissionError) as error:
-        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        print(f"hashlab {args.command}: error: {message}", file=sys.stderr)
+    except (HashlabError, FileNotFoundError, PermissionError, IsADirectoryError,
+            NotADirectoryError, FileExistsError) as error:  # fmt: skip
+        print(f"hashlab {args.command}: error: {error}", file=sys.stderr)
         return 2
     return int(result or 0)
 

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from hashlab.backbones.registry import DEFAULT_BACKBONE
 from hashlab.cli.common import UserError, add_tag_arguments, parse_int_list, print_json
 
 
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("retrieved", "min_r_k"),
         help="map@k denominator: relevant items retrieved, or min(R, k)",
     )
-    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--weights", default=None, help="backbone weights file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -68,11 +69,11 @@ def parse_method_params(pairs: list[str]) -> dict[str, dict[str, object]]:
 
 def run(args: argparse.Namespace) -> int:
     import hashlab
+    from hashlab.backbones.features import dataset_features
     from hashlab.bench.report import markdown_table, protocol_text, write_report
     from hashlab.bench.runner import BenchConfig, run_benchmark
-    from hashlab.data.catalog import dataset_features, load_dataset
+    from hashlab.data.catalog import load_dataset
     from hashlab.data.splits import make_split
-    from hashlab.methods.registry import get_method_class
     from hashlab.metrics import parse_metric
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -97,12 +98,9 @@ def run(args: argparse.Namespace) -> int:
         n_query_per_class=args.queries,
         n_train_per_class=args.train,
     )
+    # the pooled features once, for the table's protocol line and every method that takes
+    # them; region maps and pixels are got by the pipeline for the methods whose tags ask
     features, feature_source = dataset_features(dataset, args.backbone, args.weights, progress)
-    feature_maps = None  # region maps, only for methods that pool them themselves (IDEA)
-    if any(getattr(get_method_class(m), "feature_map", False) for m in methods):
-        feature_maps, _ = dataset_features(
-            dataset, args.backbone, args.weights, progress, feature_map=True
-        )
     config = BenchConfig(
         dataset=args.dataset,
         protocol=protocol,
@@ -115,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         method_params=parse_method_params(args.param),
         tag_embedding=args.embedding,
     )
-    result = run_benchmark(config, dataset, features, split, progress, feature_maps)
+    result = run_benchmark(config, dataset, features, split, progress, backbone=args.backbone)
     files = write_report(result, Path(args.out))
     if args.json:
         print_json(result.to_json())

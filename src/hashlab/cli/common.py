@@ -7,8 +7,10 @@ import json
 import sys
 from typing import Any
 
+from hashlab.errors import HashlabError
 
-class UserError(Exception):
+
+class UserError(HashlabError):
     """Something the user asked for cannot be done; the message says what and why."""
 
 
@@ -41,22 +43,6 @@ def add_tag_arguments(parser: argparse.ArgumentParser) -> None:
         help="tag word vectors for tag-supervised methods: glove (GloVe 6B 50-d), word2vec "
         "(trained on the training tags), or a word2vec file",
     )
-
-
-def tag_supervision(model: Any, dataset: Any, rows: Any, embedding: str) -> dict[str, Any]:
-    """fit() keywords of a tag-supervised model for ``rows`` of ``dataset`` (else none).
-
-    Weak supervision: such a model gets the tags, their vocabulary and an embedding, never
-    the labels (those only score the result).
-    """
-    if getattr(model, "weak_supervision", None) != "tags":
-        return {}
-    if dataset.tags is None:
-        raise UserError(
-            f"{model.name} learns from user tags and {dataset.name} has none: use a data set "
-            "with tags (--dataset mirflickr, or --dataset folder --csv FILE --tags-column C)"
-        )
-    return {"tags": dataset.tags[rows], "tag_vocab": dataset.tag_vocab, "embedding": embedding}
 
 
 def print_json(document: Any) -> None:

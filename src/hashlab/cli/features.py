@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hashlab.backbones.registry import DEFAULT_BACKBONE
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -16,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dataset", required=True, help="cifar10, folder, mirflickr")
     parser.add_argument("--root", required=True)
-    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--weights", default=None)
     parser.add_argument("--out", default=None, help="also save the matrix as this .npy file")
     parser.set_defaults(func=run)
@@ -25,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from hashlab.data.catalog import dataset_features, load_dataset
+    from hashlab.backbones.features import dataset_features
+    from hashlab.data.catalog import load_dataset
 
     dataset = load_dataset(args.dataset, args.root)
     features, source = dataset_features(dataset, args.backbone, args.weights, sys.stderr.isatty())

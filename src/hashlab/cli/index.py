@@ -1,16 +1,16 @@
 """``hashlab index build|info`` and ``hashlab search``: build and query a Hamming index.
 
-Build encodes every image under a folder with a saved model (through
-:func:`hashlab.index.encode.encode_image_files`) and adds the codes in committed batches,
-so an interrupted build leaves an index of the batches done so far. Metadata per image is
-its path plus the columns of an optional CSV whose ``path`` column names the image
-(relative to the folder or absolute).
+Build is :func:`hashlab.pipeline.build_index`: every image under a folder encoded with a
+saved model, into a new index built under a temporary name and renamed when complete (an
+interrupted build leaves nothing half-built; run it again). Metadata per image is its
+absolute path plus the columns of an optional CSV whose ``path`` column names the image
+(relative to the folder or absolute). Queries by image or text go through
+:func:`hashlab.pipeline.encode_images` / :func:`~hashlab.pipeline.encode_text`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from hashlab.cli.common import UserError, print_json
+from hashlab.pipeline import read_build_record
 
 BUILD_BATCH = 1000
-BUILD_RECORD = "build.json"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,52 +60,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.set_defaults(func=run_search)
 
 
-def _read_metadata_csv(path: Path, folder: Path) -> dict[str, dict[str, Any]]:
-    if not path.is_file():
-        raise UserError(f"metadata CSV not found: {path}")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "path" not in reader.fieldnames:
-            raise UserError(f"{path} needs a 'path' column naming each image")
-        table = {}
-        for row in reader:
-            image = Path(row["path"])
-            image = image if image.is_absolute() else folder / image
-            table[str(image.resolve())] = {k: v for k, v in row.items() if k != "path"}
-    return table
-
-
 def run_build(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    import hashlab
-    from hashlab.index import HammingIndex
-    from hashlab.index.encode import encode_image_files, list_images
+    from hashlab import pipeline
 
-    folder = Path(args.images)
-    images = list_images(folder)
-    if not images:
-        raise UserError(f"no images found under {folder}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
-    extra = _read_metadata_csv(Path(args.metadata), folder) if args.metadata else {}
-    model = hashlab.load(args.model)
-    out = Path(args.out)
-    try:
-        index = HammingIndex.create(out, model.n_bits)
-    except FileExistsError as error:
-        raise UserError(str(error)) from None
-    (out / BUILD_RECORD).write_text(
-        json.dumps({"model": str(Path(args.model).resolve()), "images": str(folder.resolve())})
-    )
-    with tqdm(total=len(images), unit="img", desc="indexing") as bar:
-        for start in range(0, len(images), args.batch_size):
-            batch = images[start : start + args.batch_size]
-            codes = encode_image_files(model, batch, dataset_key=f"index-{folder.name}")
-            metadata = [{"path": str(p)} | extra.get(str(p.resolve()), {}) for p in batch]
-            index.add(codes, metadata=metadata)
-            bar.update(len(batch))
-    print(f"indexed {len(index)} images ({model.n_bits} bits) into {out}")
+    if Path(args.out).exists():
+        raise UserError(f"{args.out} already exists: choose a new index directory")
+    n_images = len(pipeline.list_images(args.images))
+    with tqdm(total=n_images, unit="img", desc="indexing") as bar:
+        record = pipeline.build_index(args.model, args.images, args.out, args.metadata,
+                                      args.batch_size, on_batch=bar.update)  # fmt: skip
+    print(f"indexed {record.n_images} images ({record.n_bits} bits) into {args.out}")
     return 0
 
 
@@ -114,9 +82,9 @@ def run_info(args: argparse.Namespace) -> int:
 
     index = HammingIndex.open(args.index)
     info = index.info()
-    record = Path(args.index) / BUILD_RECORD
-    if record.is_file():
-        info["build"] = json.loads(record.read_text())
+    record = read_build_record(args.index)
+    if record is not None:
+        info["build"] = record
     if args.json:
         print_json(info)
     else:
@@ -131,28 +99,19 @@ def _query_code(args: argparse.Namespace, index: Any) -> np.ndarray:
     if args.code is not None:
         return hex_to_codes(args.code, index.n_bits)
     import hashlab
-    from hashlab.index.encode import encode_image_files
+    from hashlab import pipeline
 
     model_dir = args.model
-    record = Path(args.index) / BUILD_RECORD
-    if model_dir is None and record.is_file():
-        model_dir = json.loads(record.read_text()).get("model")
+    if model_dir is None:
+        model_dir = (read_build_record(args.index) or {}).get("model")
     if model_dir is None:
         raise UserError("--image/--text need --model: this index does not record the model")
     model = hashlab.load(model_dir)
     if model.n_bits != index.n_bits:
         raise UserError(f"model makes {model.n_bits}-bit codes, the index holds {index.n_bits}")
     if args.text is not None or args.text_features is not None:
-        if not getattr(model, "cross_modal", False):
-            raise UserError(f"--text needs a cross-modal model; {model.name} hashes images only")
-        from hashlab.methods.cross_modal.text import text_features_from_file, text_to_features
-
-        if args.text is not None:
-            features = text_to_features(model, args.text)
-        else:
-            features = text_features_from_file(model, args.text_features)
-        return model.encode(features, modality="text")
-    return encode_image_files(model, [args.image], dataset_key="index-queries")
+        return pipeline.encode_text(model, args.text, args.text_features)
+    return pipeline.encode_images(model, [args.image], cache_key="index-queries")
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -163,7 +122,10 @@ def run_search(args: argparse.Namespace) -> int:
     if args.k is not None:
         if args.k < 1:
             raise UserError(f"-k must be a positive integer, got {args.k}")
-        ids, dists, meta = index.search(code, args.k, with_metadata=True)
+        # more neighbours than items only pads with -1: asking for len(index) answers the same
+        # and keeps a huge -k from allocating (Q, k) result arrays
+        k = min(args.k, max(len(index), 1))
+        ids, dists, meta = index.search(code, k, with_metadata=True)
         ids, dists, meta = ids[0], dists[0], meta[0]
         keep = ids >= 0
         ids, dists = ids[keep], dists[keep]

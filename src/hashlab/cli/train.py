@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hashlab.cli.common import UserError, add_tag_arguments, tag_supervision
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+from hashlab.backbones.registry import DEFAULT_BACKBONE
+from hashlab.cli.common import UserError, add_tag_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,8 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
-    parser.add_argument("--mode", choices=("frozen", "finetune"), default="frozen")
-    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--mode", choices=("frozen", "finetune"), default=None,
+                        help="deep methods: frozen backbone features (default) or fine-tune")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--weights", default=None, help="backbone ImageNet weights file")
     parser.add_argument("--checkpoint-dir", default=None, help="default: OUT.ckpt")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
@@ -78,78 +78,59 @@ def _method_params(pairs: list[str]) -> dict[str, object]:
     return params
 
 
+def _options(args: argparse.Namespace, cls: type, progress: bool) -> dict[str, object]:
+    """Command-line options as method parameters, for the methods that have them.
+
+    An option the user gave explicitly that the method has no parameter for is an error
+    (``--epochs`` for ITQ); the defaults of the others are passed where accepted.
+    """
+    accepted = set(cls.param_names())
+    explicit = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                "mode": args.mode, "device": args.device, "backbone_weights": args.weights,
+                "resume": args.resume or None}  # fmt: skip
+    params: dict[str, object] = {}
+    for key, value in explicit.items():
+        if value is None:
+            continue
+        if key not in accepted:
+            flag = "--" + {"backbone_weights": "weights"}.get(key, key).replace("_", "-")
+            raise UserError(f"{args.method} has no parameter {key!r}: {flag} applies to deep "
+                            "methods only")  # fmt: skip
+        params[key] = value
+    checkpoints = args.checkpoint_dir or f"{Path(args.out)}.ckpt"
+    defaults = {"backbone": args.backbone, "progress": progress, "checkpoint_dir": checkpoints,
+                "sample_dir": checkpoints, "embedding": args.embedding}  # fmt: skip
+    params.update({k: v for k, v in defaults.items() if k in accepted})
+    return params
+
+
 def run_train(args: argparse.Namespace) -> int:
     import hashlab
-    from hashlab.data.catalog import dataset_features, load_dataset
+    from hashlab import pipeline
+    from hashlab.data.catalog import load_dataset
     from hashlab.data.splits import make_split
     from hashlab.methods.registry import get_method_class
     from hashlab.metrics import evaluate
+    from hashlab.train.distributed import is_main_process, main_process_first
 
     cls = get_method_class(args.method)
-    from hashlab.methods.deep.base import DeepHashMethod
-
-    deep = issubclass(cls, DeepHashMethod)
     progress = sys.stderr.isatty()
-    params = _method_params(args.param)
-    if deep:
-        chosen = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}
-        params.update({k: v for k, v in chosen.items() if v is not None})
-        params.update(
-            mode=args.mode, backbone=args.backbone, backbone_weights=args.weights,
-            device=args.device, progress=progress, resume=args.resume,
-            checkpoint_dir=args.checkpoint_dir or f"{Path(args.out)}.ckpt",
-        )  # fmt: skip
-        if getattr(cls, "trains_on_images", False):  # generative: sample grids, loss curves
-            params.setdefault("sample_dir", params["checkpoint_dir"])
-    elif args.mode == "finetune" or args.resume:
-        raise UserError(f"{args.method} is not a deep method: --mode finetune and --resume "
-                        "apply to deep methods only")  # fmt: skip
-
+    params = {**_options(args, cls, progress), **_method_params(args.param)}
     protocol = args.protocol or ("dch" if args.dataset == "cifar10" else "per-class")
     dataset = load_dataset(args.dataset, args.root, args.csv, args.label_column, args.tags_column)
     split = make_split(dataset, protocol=protocol, seed=args.seed)
-    labels = np.asarray(dataset.labels)
     model = hashlab.create(args.method, n_bits=args.bits, seed=args.seed, **params)
-    # tag-supervised methods (IDEA, WDHT): tags + vocabulary + embedding, never labels
-    weak = tag_supervision(model, dataset, split.train, args.embedding)
-    validation = split.validation
-    # methods that train on pixels (PC-AEGAN's generator) get images even in frozen mode
-    if deep and (args.mode == "finetune" or getattr(cls, "trains_on_images", False)):
-        model.fit(
-            dataset.subset(split.train),
-            validation=None if validation is None else (dataset.subset(validation), None),
-        )
-        query_codes = model.encode(dataset.subset(split.query))
-        db_codes = model.encode(dataset.subset(split.database))
-    else:
-        maps = getattr(cls, "feature_map", False)  # IDEA pools 7 x 7 region maps itself
-        features, source = dataset_features(
-            dataset, args.backbone, args.weights, progress, feature_map=maps
-        )
-        if weak:  # validation relevance: shared tags (held-out training items, not queries)
-            model.fit(
-                features[split.train], **weak,
-                validation=None if validation is None
-                else (features[validation], dataset.tags[validation]),
-            )  # fmt: skip
-            model.extra_config_["feature_source"] = source
-        elif deep:
-            model.fit(
-                features[split.train], labels[split.train],
-                validation=None if validation is None
-                else (features[validation], labels[validation]),
-            )  # fmt: skip
-            model.extra_config_["feature_source"] = source
-        else:  # no model selection: train on train + validation, the paper's training set
-            train = split.train_all
-            model.fit(features[train], labels[train] if model.supervised else None)
-            model.extra_config_ = {"feature_source": source, "backbone": args.backbone}
-        query_codes, db_codes = (
-            model.encode(features[split.query]),
-            model.encode(features[split.database]),
-        )
+    # torchrun: rank 0 fills the feature cache first, the other ranks then read it
+    with main_process_first():
+        inputs = pipeline.method_inputs(model, dataset, args.backbone, args.weights, progress)
+    model, record = pipeline.fit_on_split(model, dataset, split, inputs=inputs,
+                                          backbone=args.backbone)  # fmt: skip
+    if not is_main_process():  # torchrun: rank 0 alone scores, saves and prints
+        return 0
+    query_codes, db_codes = pipeline.encode_split(model, inputs, split)
     scores = None  # a tags-only data set trains a tag-supervised model but cannot score it
     if dataset.labels is not None:
+        labels = np.asarray(dataset.labels)
         scores = evaluate(query_codes, db_codes, labels[split.query], labels[split.database],
                           metrics=["map@all", "map@r2"])  # fmt: skip
     model.extra_config_ = {
@@ -159,12 +140,11 @@ def run_train(args: argparse.Namespace) -> int:
         "test_scores": None if scores is None else {**scores, "database_codes": "out-of-sample"},
     }
     model.save(args.out)
-    training = model.extra_config_.get("training", {})
     print(f"{args.method} {args.bits} bits on {args.dataset}: {split.describe()}")
-    if training:
-        best = training["best_score"]
-        print(f"device {training['device']}, {len(training['history'])} epochs, best epoch "
-              f"{training['best_epoch']} (validation map@all {best})")  # fmt: skip
+    training = model.extra_config_.get("training", {})
+    if record.best_epoch is not None:
+        print(f"device {training['device']}, {record.epochs_run} epochs, best epoch "
+              f"{record.best_epoch} (validation map@all {record.best_score})")  # fmt: skip
     if scores is None:
         print(f"{dataset.name} has no labels: test retrieval not scored")
     else:
@@ -173,32 +153,21 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )  # fmt: skip
-
-
 def run_encode(args: argparse.Namespace) -> int:
     import hashlab
+    from hashlab import pipeline
 
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     model = hashlab.load(args.model)
-    if not hasattr(model, "encode_images"):
-        raise UserError(
-            f"model {args.model} ({model.name}) encodes feature vectors, not images; "
-            "use a deep model trained with hashlab train"
-        )
     folder = Path(args.images)
     if not folder.is_dir():
         raise UserError(f"--images {folder} is not a folder")
-    paths = _image_files(folder)
+    paths = pipeline.list_images(folder)
     if not paths:
-        raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+        raise UserError(f"no images ({', '.join(pipeline.IMAGE_SUFFIXES)}) under {folder}")
     chunks = [
-        model.encode_images(paths[start : start + args.batch_size])
+        pipeline.encode_images(model, paths[start : start + args.batch_size])
         for start in range(0, len(paths), args.batch_size)
     ]
     codes = np.concatenate(chunks)

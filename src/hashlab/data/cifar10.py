@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hashlab.backbones.cache import cache_dir
+from hashlab.data.cache import cache_dir
 from hashlab.data.dataset import DataError, Dataset
 
 CLASSES = (

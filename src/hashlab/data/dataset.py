@@ -13,9 +13,7 @@ from typing import Any
 
 import numpy as np
 
-
-class DataError(ValueError):
-    """A data path or file that cannot be used, explained in one sentence."""
+from hashlab.errors import DataError  # noqa: E402  (re-exported: one error root)
 
 
 @dataclass

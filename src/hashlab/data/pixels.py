@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from hashlab.backbones.cache import feature_cache_path
+from hashlab.data.cache import feature_cache_path
 from hashlab.data.dataset import DataError, Dataset
 from hashlab.data.images import dataset_images
 

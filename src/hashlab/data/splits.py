@@ -371,3 +371,26 @@ def _uniform_draw(
     validation = drawn[n_query : n_query + n_val]
     train = drawn[n_query + n_val : n_query + n_train]
     return query, train, validation
+
+
+def carve_validation(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) positions: ``fraction`` of each class (uniform for multi-label).
+
+    Returns no validation when there are too few items to hold out at least two.
+    """
+    n = len(labels)
+    if fraction <= 0 or int(n * fraction) < 2:
+        return np.arange(n), np.empty(0, dtype=np.int64)
+    if labels.ndim == 1:
+        held = []
+        for cls in np.unique(labels):
+            members = rng.permutation(np.flatnonzero(labels == cls))
+            count = int(round(len(members) * fraction))
+            held.append(members[: min(count, len(members) - 1)])
+        validation = np.concatenate(held)
+    else:
+        validation = rng.permutation(n)[: int(n * fraction)]
+    train = np.setdiff1d(np.arange(n), validation)
+    return rng.permutation(train), np.sort(validation)

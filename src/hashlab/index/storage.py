@@ -48,8 +48,7 @@ MMAP_THRESHOLD = 32 << 20
 _CRC_CHUNK = 16 << 20
 
 
-class IndexFormatError(ValueError):
-    """An index directory is missing, truncated, corrupted or not a hashlab index."""
+from hashlab.errors import IndexFormatError  # noqa: E402  (one error root, hashlab.errors)
 
 
 def fsync_dir(path: Path) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 from hashlab.methods._linalg import check_bits_available, kmeans_anchors, squared_distances
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 
 
 def anchor_graph_rows(
@@ -42,6 +43,8 @@ def anchor_graph_rows(
 class AnchorGraphHashing(ShallowMethod):
     """Spectral embedding of an anchor graph, extended to new points through Z."""
 
+    tags = MethodTags(family="shallow", supervision="none", inputs="features")
+
     def __init__(
         self, n_bits: int = 32, seed: int = 0, n_anchors: int = 300, n_nearest: int = 2
     ) -> None:
@@ -50,9 +53,6 @@ class AnchorGraphHashing(ShallowMethod):
             raise ValueError(f"n_nearest must be in 1..n_anchors={n_anchors}, got {n_nearest}")
         self.n_anchors = int(n_anchors)
         self.n_nearest = int(n_nearest)
-
-    def get_params(self) -> dict[str, object]:
-        return {**super().get_params(), "n_anchors": self.n_anchors, "n_nearest": self.n_nearest}
 
     def _fit(self, x: np.ndarray, y: np.ndarray | None) -> None:
         rng = np.random.default_rng(self.seed)

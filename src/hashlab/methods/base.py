@@ -1,12 +1,17 @@
 """The one protocol every hashing method follows (scikit-learn style).
 
-``__init__`` takes parameters only; ``fit(x, y=None)`` learns and returns ``self``; learned
-state lives in attributes ending in ``_``; ``encode(x)`` returns (N, K) uint8 0/1 codes;
-``save(dir)`` writes ``config.json`` + weights and ``hashlab.load(dir)`` reopens it.
+``__init__`` takes parameters only (``get_params`` reads them back from the constructor's
+signature, or a deep method's config dataclass); ``fit(train, validation=None)`` learns from
+a :class:`~hashlab.data.Dataset` and returns ``self`` (``fit(x, y)`` on arrays is a thin
+convenience that wraps them in one); learned state lives in attributes ending in ``_``;
+``encode(x, modality="image")`` returns (N, K) uint8 0/1 codes; ``save(dir)`` writes
+``config.json`` + weights and ``hashlab.load(dir)`` reopens it. What a method needs is its
+``tags`` (:class:`~hashlab.methods.tags.MethodTags`), read by the pipeline.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -17,28 +22,27 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hashlab import __version__
+from hashlab._version import __version__
+from hashlab.data.dataset import Dataset
+from hashlab.errors import ConfigError, InputError, NotFittedError
+from hashlab.methods.tags import MethodTags
 
 __all__ = ["HashMethod", "ShallowMethod", "NotFittedError", "check_features", "atomic_directory"]
-
-
-class NotFittedError(RuntimeError):
-    """Raised when ``encode`` is called before ``fit``."""
 
 
 def check_features(x: Any, name: str = "features") -> np.ndarray:
     """Validate a feature matrix: 2-D, numeric, finite. Returns float64."""
     array = np.asarray(x)
     if array.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (N, D) array, got shape {array.shape}")
+        raise InputError(f"{name} must be a 2-D (N, D) array, got shape {array.shape}")
     if array.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
+        raise InputError(f"{name} is empty")
     if not np.issubdtype(array.dtype, np.number):
-        raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
+        raise InputError(f"{name} must be numeric, got dtype {array.dtype}")
     array = array.astype(np.float64, copy=False)
     if not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).any(axis=1).sum())
-        raise ValueError(f"{name} contain NaN or infinite values in {bad} rows")
+        raise InputError(f"{name} contain NaN or infinite values in {bad} rows")
     return array
 
 
@@ -75,31 +79,43 @@ class HashMethod(ABC):
     """Base class of all hashing methods."""
 
     name: ClassVar[str] = "base"
-    #: whether ``fit`` uses labels
-    supervised: ClassVar[bool] = False
+    #: what the method needs (family, supervision, inputs); every registered class sets it
+    tags: ClassVar[MethodTags | None] = None
     #: bit lengths the method cannot produce are rejected in __init__
     max_bits: ClassVar[int | None] = None
 
     def __init__(self, n_bits: int = 32, seed: int = 0) -> None:
-        if not isinstance(n_bits, int | np.integer) or n_bits < 1:
-            raise ValueError(f"n_bits must be a positive integer, got {n_bits!r}")
+        if not isinstance(n_bits, int | np.integer) or isinstance(n_bits, bool) or n_bits < 1:
+            raise ConfigError(f"n_bits must be a positive integer, got {n_bits!r}")
         if self.max_bits is not None and n_bits > self.max_bits:
-            raise ValueError(f"{self.name} can produce at most {self.max_bits} bits, got {n_bits}")
+            raise ConfigError(f"{self.name} can produce at most {self.max_bits} bits, got {n_bits}")
         self.n_bits = int(n_bits)
         self.seed = int(seed)
 
     # -- protocol -----------------------------------------------------------------------
     @abstractmethod
-    def fit(self, x: Any, y: Any = None) -> HashMethod:
-        """Learn the hash function from training data; return ``self``."""
+    def fit(self, train: Any, y: Any = None, validation: Any = None) -> HashMethod:
+        """Learn the hash function from a training Dataset (or arrays); return ``self``."""
 
     @abstractmethod
-    def encode(self, x: Any) -> np.ndarray:
-        """(N, K) uint8 0/1 codes for the inputs."""
+    def encode(self, x: Any, modality: str = "image") -> np.ndarray:
+        """(N, K) uint8 0/1 codes for the inputs (a Dataset or an array)."""
+
+    @property
+    def input_kind(self) -> str:
+        """What each item is for this model (``tags.inputs``; a fine-tuned deep model: pixels)."""
+        return self.tags.inputs if self.tags is not None else "features"
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The constructor's parameters, read from its signature."""
+        signature = inspect.signature(cls.__init__)
+        return [p.name for p in list(signature.parameters.values())[1:]
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # fmt: skip
 
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters, JSON-able (what ``config.json`` records)."""
-        return {"n_bits": self.n_bits, "seed": self.seed}
+        return {name: getattr(self, name) for name in self.param_names()}
 
     @property
     def is_fitted(self) -> bool:
@@ -111,16 +127,27 @@ class HashMethod(ABC):
 
     def _check_labels(self, y: Any, n: int) -> np.ndarray:
         if y is None:
-            raise ValueError(f"{self.name} is supervised: fit() needs labels")
+            raise InputError(f"{self.name} is supervised: fit() needs labels")
         labels = np.asarray(y)
-        if labels.shape[0] != n:
-            raise ValueError(f"got {labels.shape[0]} labels for {n} training items")
+        if labels.ndim not in (1, 2) or labels.shape[0] != n:
+            raise InputError(
+                f"got labels of shape {labels.shape} for {n} training items; expected (N,) "
+                "class ids or (N, C) multi-hot"
+            )
         return labels
+
+    def _check_modality(self, modality: str) -> None:
+        modalities = self.tags.modalities if self.tags is not None else ("image",)
+        if modality not in modalities:
+            raise InputError(
+                f"{self.name} encodes {' and '.join(modalities)} only, not modality {modality!r}"
+            )
 
     # -- persistence --------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {
             "method": self.name,
+            "tags": None if self.tags is None else self.tags.to_json(),
             "hashlab_version": __version__,
             "params": self.get_params(),
             "extra": getattr(self, "extra_config_", {}),
@@ -163,19 +190,46 @@ class ShallowMethod(HashMethod):
 
     Subclasses implement ``_fit(x, y)`` and ``_project(x) -> real values``; codes are
     ``project > 0``. Optional mean-centring is shared because almost every method needs it.
+    Shallow methods do no model selection: a validation Dataset given to ``fit`` is more
+    training data (appended after ``train``, the paper's training set).
     """
 
-    def fit(self, x: Any, y: Any = None) -> ShallowMethod:
+    def fit(self, train: Any, y: Any = None, validation: Any = None) -> ShallowMethod:
+        parts = [train] if validation is None else [train, validation]
+        if isinstance(train, Dataset):
+            if y is not None:
+                raise InputError(f"{self.name}.fit(dataset): the labels belong in the Dataset")
+            for part in parts:
+                if part.features is None:
+                    raise InputError(
+                        f"{self.name} hashes feature vectors and {part.name} has none: get "
+                        "them with hashlab.pipeline.method_inputs (backbone features)"
+                    )
+            x = np.concatenate([np.asarray(p.features) for p in parts])
+            supervised = self.tags is not None and self.tags.supervision == "labels"
+            if supervised and any(p.labels is None for p in parts):
+                raise InputError(f"{self.name} is supervised: the training Dataset needs labels")
+            y = np.concatenate([np.asarray(p.labels) for p in parts]) if supervised else None
+        elif validation is not None:
+            raise InputError(f"{self.name}.fit(x, y): pass validation only with a Dataset")
+        else:
+            x = train
         features = check_features(x, "training features")
-        labels = self._check_labels(y, len(features)) if self.supervised else None
+        supervised = self.tags is not None and self.tags.supervision == "labels"
+        labels = self._check_labels(y, len(features)) if supervised else None
         self._fit(features, labels)
         return self
 
-    def encode(self, x: Any) -> np.ndarray:
+    def encode(self, x: Any, modality: str = "image") -> np.ndarray:
         self._check_fitted()
+        self._check_modality(modality)
+        if isinstance(x, Dataset):
+            if x.features is None:
+                raise InputError(f"{self.name} hashes feature vectors and {x.name} has none")
+            x = x.features
         features = check_features(x)
         if hasattr(self, "mean_") and features.shape[1] != self.mean_.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"features have {features.shape[1]} dimensions, the model was fitted on "
                 f"{self.mean_.shape[0]}"
             )

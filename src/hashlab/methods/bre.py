@@ -29,6 +29,7 @@ import numpy as np
 from hashlab.methods._linalg import rbf_anchors, rbf_kernel, squared_distances, subsample
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 
 
 def best_flip_prefix(
@@ -54,6 +55,8 @@ def best_flip_prefix(
 class BinaryReconstructiveEmbedding(ShallowMethod):
     """Kernel hash functions whose Hamming distances reconstruct Euclidean distances."""
 
+    tags = MethodTags(family="shallow", supervision="none", inputs="features")
+
     def __init__(
         self,
         n_bits: int = 32,
@@ -66,14 +69,6 @@ class BinaryReconstructiveEmbedding(ShallowMethod):
         self.n_train = int(n_train)
         self.n_anchors = int(n_anchors)
         self.n_sweeps = int(n_sweeps)
-
-    def get_params(self) -> dict[str, object]:
-        return {
-            **super().get_params(),
-            "n_train": self.n_train,
-            "n_anchors": self.n_anchors,
-            "n_sweeps": self.n_sweeps,
-        }
 
     def _fit(self, x: np.ndarray, y: np.ndarray | None) -> None:
         rng = np.random.default_rng(self.seed)

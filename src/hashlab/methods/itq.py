@@ -19,6 +19,7 @@ import numpy as np
 from hashlab.methods._linalg import check_bits_available, pca_directions, random_orthogonal
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 
 
 def learn_itq_rotation(v: np.ndarray, n_iter: int, rng: np.random.Generator) -> np.ndarray:
@@ -35,12 +36,11 @@ def learn_itq_rotation(v: np.ndarray, n_iter: int, rng: np.random.Generator) -> 
 class ITQ(ShallowMethod):
     """PCA to K dimensions, then the rotation that best aligns the data with the hypercube."""
 
+    tags = MethodTags(family="shallow", supervision="none", inputs="features")
+
     def __init__(self, n_bits: int = 32, seed: int = 0, n_iter: int = 50) -> None:
         super().__init__(n_bits=n_bits, seed=seed)
         self.n_iter = int(n_iter)
-
-    def get_params(self) -> dict[str, object]:
-        return {**super().get_params(), "n_iter": self.n_iter}
 
     def _fit(self, x: np.ndarray, y: np.ndarray | None) -> None:
         check_bits_available(

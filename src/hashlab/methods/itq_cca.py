@@ -29,6 +29,7 @@ from hashlab.data.dataset import as_multihot
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.itq import learn_itq_rotation
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 
 
 def cca_directions(
@@ -58,7 +59,7 @@ def cca_directions(
 class ITQCCA(ShallowMethod):
     """CCA against the labels, directions scaled by their correlations, then the ITQ rotation."""
 
-    supervised = True
+    tags = MethodTags(family="shallow", supervision="labels", inputs="features")
 
     def __init__(
         self, n_bits: int = 32, seed: int = 0, n_iter: int = 50, regularization: float = 1e-4
@@ -66,13 +67,6 @@ class ITQCCA(ShallowMethod):
         super().__init__(n_bits=n_bits, seed=seed)
         self.n_iter = int(n_iter)
         self.regularization = float(regularization)
-
-    def get_params(self) -> dict[str, object]:
-        return {
-            **super().get_params(),
-            "n_iter": self.n_iter,
-            "regularization": self.regularization,
-        }
 
     def _fit(self, x: np.ndarray, y: np.ndarray | None) -> None:
         labels = as_multihot(y).astype(np.float64)

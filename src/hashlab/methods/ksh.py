@@ -34,6 +34,7 @@ from hashlab.data.dataset import as_multihot
 from hashlab.methods._linalg import rbf_anchors, rbf_kernel, subsample
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 
 
 def _smooth_sign(t: np.ndarray) -> np.ndarray:
@@ -103,7 +104,7 @@ def _similarity_operator(labels: np.ndarray) -> Callable[[np.ndarray], np.ndarra
 class KernelSupervisedHashing(ShallowMethod):
     """Greedy kernel hash functions whose code inner products fit the label similarity."""
 
-    supervised = True
+    tags = MethodTags(family="shallow", supervision="labels", inputs="features")
 
     def __init__(
         self,
@@ -117,14 +118,6 @@ class KernelSupervisedHashing(ShallowMethod):
         self.n_anchors = int(n_anchors)
         self.n_labelled = int(n_labelled)
         self.max_iter = int(max_iter)
-
-    def get_params(self) -> dict[str, object]:
-        return {
-            **super().get_params(),
-            "n_anchors": self.n_anchors,
-            "n_labelled": self.n_labelled,
-            "max_iter": self.max_iter,
-        }
 
     def _fit(self, x: np.ndarray, y: np.ndarray | None) -> None:
         rng = np.random.default_rng(self.seed)

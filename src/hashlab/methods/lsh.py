@@ -13,11 +13,14 @@ import numpy as np
 
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 
 
 @register("lsh")
 class LSH(ShallowMethod):
     """Sign random projections of centred features: h_k(x) = sgn(w_k^T (x - mean))."""
+
+    tags = MethodTags(family="shallow", supervision="none", inputs="features")
 
     def _fit(self, x: np.ndarray, y: np.ndarray | None) -> None:
         rng = np.random.default_rng(self.seed)

@@ -14,11 +14,14 @@ import numpy as np
 from hashlab.methods._linalg import check_bits_available, pca_directions
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 
 
 @register("pcah")
 class PCAH(ShallowMethod):
     """h(x) = sgn(W^T (x - mean)), W = top-K principal directions of the training data."""
+
+    tags = MethodTags(family="shallow", supervision="none", inputs="features")
 
     def _fit(self, x: np.ndarray, y: np.ndarray | None) -> None:
         check_bits_available(

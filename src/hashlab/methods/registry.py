@@ -1,7 +1,12 @@
 """The method registry: every hashing method registers itself by name in its own file.
 
 ``create(name, n_bits=..., **params)`` is the one door to every method, shallow or deep;
-``list_methods()`` powers the CLI and a test that runs every registered method.
+``list_methods(family=, supervision=, inputs=)`` filters on the methods' tags
+(:class:`~hashlab.methods.tags.MethodTags`) and powers the CLI and ``tests/test_registry.py``.
+
+``METHOD_MODULES`` is the one list of modules that register methods. A new method is one
+file plus one line here; a misspelt or missing module is an import error, never a silently
+missing method (torch is a hard dependency, so nothing is optional).
 """
 
 from __future__ import annotations
@@ -12,35 +17,49 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from hashlab.errors import ConfigError, HashlabFileNotFoundError, HashlabValueError
+from hashlab.errors import UnknownMethodError as UnknownMethodError  # re-exported
+from hashlab.methods.tags import FAMILIES, INPUTS, SUPERVISIONS, MethodTags
+
 if TYPE_CHECKING:
     from hashlab.methods.base import HashMethod
+
+__all__ = ["METHOD_MODULES", "UnknownMethodError", "create", "get_method_class", "list_methods",
+           "load", "method_tags", "register"]  # fmt: skip
 
 _REGISTRY: dict[str, type[HashMethod]] = {}
 T = TypeVar("T", bound="type[HashMethod]")
 
-# Modules that register methods when imported. Importing lazily keeps `import hashlab`
-# cheap (torch is only imported when a deep method is asked for).
-_METHOD_MODULES = (
+# Every module that registers methods, imported on first use of the registry (importing
+# lazily keeps `import hashlab` cheap: torch is only imported when a method is asked for).
+METHOD_MODULES = (
     "hashlab.methods.lsh",
     "hashlab.methods.pcah",
     "hashlab.methods.itq",
     "hashlab.methods.sh",
     "hashlab.methods.sph",
     "hashlab.methods.agh",
+    "hashlab.methods.bre",
     "hashlab.methods.itq_cca",
     "hashlab.methods.sdh",
     "hashlab.methods.ksh",
-    "hashlab.methods.bre",
-    "hashlab.methods.deep",
-    "hashlab.methods.cross_modal",
+    "hashlab.methods.deep.dsh",
+    "hashlab.methods.deep.dpsh",
+    "hashlab.methods.deep.dhn",
+    "hashlab.methods.deep.hashnet",
+    "hashlab.methods.deep.dch",
+    "hashlab.methods.deep.dnnh",
+    "hashlab.methods.deep.adsh",
+    "hashlab.methods.deep.eddh",
+    "hashlab.methods.deep.idea",
+    "hashlab.methods.deep.wdht",
+    "hashlab.methods.deep.pc_aegan",
+    "hashlab.methods.cross_modal.cmfh",
+    "hashlab.methods.cross_modal.seph",
+    "hashlab.methods.cross_modal.dcmh",
+    "hashlab.methods.cross_modal.lbo_cmh",
 )
-
-
-class UnknownMethodError(KeyError):
-    """Raised for a method name that nobody registered."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; users want a plain sentence
-        return str(self.args[0])
+_imported = False
 
 
 def register(name: str) -> Callable[[T], T]:
@@ -49,6 +68,9 @@ def register(name: str) -> Callable[[T], T]:
     def decorator(cls: T) -> T:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"method name {name!r} is already registered")
+        tags = getattr(cls, "tags", None)
+        if tags is not None and not isinstance(tags, MethodTags):
+            raise TypeError(f"{cls.__name__}.tags must be a MethodTags, got {tags!r}")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -57,24 +79,33 @@ def register(name: str) -> Callable[[T], T]:
 
 
 def _import_all() -> None:
-    for module in _METHOD_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            # A method module not written yet (or an optional dependency missing) must not
-            # hide the methods that are there.
-            if error.name not in (module, *_optional_dependencies()):
-                raise
+    global _imported
+    if _imported:
+        return
+    for module in METHOD_MODULES:
+        importlib.import_module(module)  # a missing module is an error, on purpose
+    _imported = True
 
 
-def _optional_dependencies() -> tuple[str, ...]:
-    return ("torch", "torchvision")
-
-
-def list_methods() -> list[str]:
-    """Names of all registered methods, sorted."""
+def list_methods(
+    family: str | None = None, supervision: str | None = None, inputs: str | None = None
+) -> list[str]:
+    """Names of the registered methods whose tags match every filter given, sorted."""
     _import_all()
-    return sorted(_REGISTRY)
+    wanted = {"family": (family, FAMILIES), "supervision": (supervision, SUPERVISIONS),
+              "inputs": (inputs, INPUTS)}  # fmt: skip
+    for key, (value, allowed) in wanted.items():
+        if value is not None and value not in allowed:
+            raise HashlabValueError(
+                f"{key} must be one of {', '.join(allowed)}, got {value!r}"
+            )
+    names = []
+    for name, cls in _REGISTRY.items():
+        tags = getattr(cls, "tags", None)
+        if all(value is None or getattr(tags, key, None) == value
+               for key, (value, _) in wanted.items()):  # fmt: skip
+            names.append(name)
+    return sorted(names)
 
 
 def get_method_class(name: str) -> type[HashMethod]:
@@ -86,9 +117,25 @@ def get_method_class(name: str) -> type[HashMethod]:
         raise UnknownMethodError(f"unknown method {name!r}; known methods: {known}") from None
 
 
+def method_tags(name: str) -> MethodTags:
+    """The tags of a registered method (what it needs)."""
+    tags = getattr(get_method_class(name), "tags", None)
+    if tags is None:
+        raise ConfigError(f"method {name!r} declares no tags")
+    return tags
+
+
 def create(name: str, n_bits: int = 32, **params: object) -> HashMethod:
     """Make an unfitted hashing method by its registered name."""
-    return get_method_class(name)(n_bits=n_bits, **params)
+    cls = get_method_class(name)
+    known = cls.param_names()
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{name} has no parameter {', '.join(map(repr, unknown))}; its parameters are: "
+            f"{', '.join(sorted(known))}"
+        )
+    return cls(n_bits=n_bits, **params)
 
 
 def load(path: str | Path) -> HashMethod:
@@ -96,10 +143,14 @@ def load(path: str | Path) -> HashMethod:
     path = Path(path)
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"{path} is not a hashlab model directory (no config.json)")
+        raise HashlabFileNotFoundError(
+            f"{path} is not a hashlab model directory (no config.json)"
+        )
     try:
         config = json.loads(config_file.read_text())
         name = config["method"]
-    except (json.JSONDecodeError, KeyError) as error:
-        raise ValueError(f"{config_file} is not a valid hashlab model config: {error}") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise HashlabValueError(
+            f"{config_file} is not a valid hashlab model config: {error}"
+        ) from None
     return get_method_class(name).load(path)

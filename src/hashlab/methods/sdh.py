@@ -27,6 +27,7 @@ from hashlab.data.dataset import as_multihot
 from hashlab.methods._linalg import rbf_anchors, rbf_kernel
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 
 
 def discrete_cyclic_coordinate_descent(
@@ -52,7 +53,7 @@ def discrete_cyclic_coordinate_descent(
 class SupervisedDiscreteHashing(ShallowMethod):
     """Discrete codes that linearly predict the labels, reproduced by an RBF hash function."""
 
-    supervised = True
+    tags = MethodTags(family="shallow", supervision="labels", inputs="features")
 
     def __init__(
         self,
@@ -72,17 +73,6 @@ class SupervisedDiscreteHashing(ShallowMethod):
         self.delta = float(delta)
         self.n_iter = int(n_iter)
         self.n_dcc_sweeps = int(n_dcc_sweeps)
-
-    def get_params(self) -> dict[str, object]:
-        return {
-            **super().get_params(),
-            "n_anchors": self.n_anchors,
-            "lam": self.lam,
-            "nu": self.nu,
-            "delta": self.delta,
-            "n_iter": self.n_iter,
-            "n_dcc_sweeps": self.n_dcc_sweeps,
-        }
 
     def _fit(self, x: np.ndarray, y: np.ndarray | None) -> None:
         rng = np.random.default_rng(self.seed)

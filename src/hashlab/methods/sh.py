@@ -24,11 +24,14 @@ import numpy as np
 from hashlab.methods._linalg import pca_directions
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 
 
 @register("sh")
 class SpectralHashing(ShallowMethod):
     """Thresholded analytical eigenfunctions of a uniform box fitted to PCA-projected data."""
+
+    tags = MethodTags(family="shallow", supervision="none", inputs="features")
 
     def _fit(self, x: np.ndarray, y: np.ndarray | None) -> None:
         n_pca = min(self.n_bits, x.shape[1], x.shape[0] - 1)

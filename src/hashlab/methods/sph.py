@@ -25,11 +25,14 @@ import numpy as np
 from hashlab.methods._linalg import squared_distances, subsample
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 
 
 @register("sph")
 class SphericalHashing(ShallowMethod):
     """Hyperspheres with balanced, pairwise independent bits; bit = d(x, p_k) <= t_k."""
+
+    tags = MethodTags(family="shallow", supervision="none", inputs="features")
 
     def __init__(
         self,
@@ -45,15 +48,6 @@ class SphericalHashing(ShallowMethod):
         self.max_iter = int(max_iter)
         self.eps_mean = float(eps_mean)
         self.eps_std = float(eps_std)
-
-    def get_params(self) -> dict[str, object]:
-        return {
-            **super().get_params(),
-            "n_train": self.n_train,
-            "max_iter": self.max_iter,
-            "eps_mean": self.eps_mean,
-            "eps_std": self.eps_std,
-        }
 
     def _fit(self, x: np.ndarray, y: np.ndarray | None) -> None:
         rng = np.random.default_rng(self.seed)

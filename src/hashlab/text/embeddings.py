@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hashlab.errors import HashlabFileNotFoundError, HashlabValueError
+
 __all__ = [
     "WordVectors",
     "average_tag_embeddings",
@@ -49,7 +51,7 @@ class WordVectors:
     def __post_init__(self) -> None:
         self.vectors = np.asarray(self.vectors, dtype=np.float32)
         if self.vectors.ndim != 2 or len(self.vectors) != len(self.words):
-            raise ValueError(
+            raise HashlabValueError(
                 f"{self.name}: {len(self.words)} words but vectors of shape {self.vectors.shape}"
             )
         # the first occurrence of a word wins (word lists with duplicates exist in the wild)
@@ -112,7 +114,7 @@ def train_word2vec(
 
     sentences = [[str(t) for t in tags] for tags in tag_lists if len(tags) > 0]
     if not sentences:
-        raise ValueError("word2vec needs at least one non-empty tag list")
+        raise HashlabValueError("word2vec needs at least one non-empty tag list")
     window = max(2, max(len(s) for s in sentences))
     model = Word2Vec(
         sentences=sentences,
@@ -139,7 +141,7 @@ def load_word2vec_file(path: str | Path, binary: bool | None = None) -> WordVect
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"word vector file {path} does not exist")
+        raise HashlabFileNotFoundError(f"word vector file {path} does not exist")
     name = path.name.lower()
     try:
         if binary is None and name.endswith((".kv", ".model")):
@@ -149,7 +151,7 @@ def load_word2vec_file(path: str | Path, binary: bool | None = None) -> WordVect
             is_binary = name.endswith((".bin", ".bin.gz")) if binary is None else binary
             keyed = KeyedVectors.load_word2vec_format(str(path), binary=is_binary)
     except (ValueError, UnicodeDecodeError, OSError, EOFError) as error:
-        raise ValueError(f"{path} is not a readable word2vec file: {error}") from None
+        raise HashlabValueError(f"{path} is not a readable word2vec file: {error}") from None
     return WordVectors(f"file:{path.name}", list(keyed.index_to_key), keyed.vectors)
 
 
@@ -190,7 +192,7 @@ def average_tag_embeddings(tags: np.ndarray, tag_vectors: np.ndarray) -> tuple[n
     tags = (np.asarray(tags) > 0).astype(np.float32)
     tag_vectors = np.asarray(tag_vectors, dtype=np.float32)
     if tags.ndim != 2 or tags.shape[1] != tag_vectors.shape[0]:
-        raise ValueError(
+        raise HashlabValueError(
             f"tags {tags.shape} do not match a tag embedding matrix of {tag_vectors.shape[0]} rows"
         )
     known = (np.abs(tag_vectors).sum(axis=1) > 0).astype(np.float32)
@@ -204,5 +206,7 @@ def tag_lists_from_matrix(tags: np.ndarray, vocab: Sequence[str]) -> list[list[s
     """The (N, V) bag-of-words as one list of tag words per image (vocabulary order)."""
     tags = np.asarray(tags)
     if tags.ndim != 2 or tags.shape[1] != len(vocab):
-        raise ValueError(f"tags {tags.shape} do not match a vocabulary of {len(vocab)} words")
+        raise HashlabValueError(
+            f"tags {tags.shape} do not match a vocabulary of {len(vocab)} words"
+        )
     return [[str(vocab[v]) for v in np.flatnonzero(row)] for row in tags]

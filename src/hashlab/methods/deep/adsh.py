@@ -28,6 +28,7 @@ import torch
 from hashlab.losses.asymmetric import asymmetric_inner_product_loss
 from hashlab.methods.deep.base import DeepHashConfig, DeepHashMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 from hashlab.train.trainer import TrainState
 
 
@@ -60,6 +61,7 @@ def update_database_codes(
 
 @register("adsh")
 class ADSH(DeepHashMethod):
+    tags = MethodTags(family="deep", supervision="labels", inputs="features")
     Config = ADSHConfig
     head_activation = "tanh"
 

@@ -41,7 +41,6 @@ the recorded backbone, so an index or service needs nothing but the directory.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,7 +49,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from hashlab.backbones.registry import DEFAULT_BACKBONE
 from hashlab.data.dataset import Dataset, as_multihot
+from hashlab.data.splits import carve_validation
+from hashlab.errors import ConfigError, InputError
 from hashlab.losses.pairwise import label_similarity
 from hashlab.methods.base import HashMethod, atomic_directory, check_features
 from hashlab.train import FeatureInputs, ImageInputs, InputSource, TrainConfig, Trainer
@@ -78,7 +80,7 @@ class DeepHashConfig:
     head_hidden: int = 0  # 0: one linear hash layer on the features, as the papers' fc8
     dropout: float = 0.0
     mode: str = "frozen"
-    backbone: str = "efficientnet_lite0"
+    backbone: str = DEFAULT_BACKBONE
     backbone_weights: str | None = None
     backbone_lr_scale: float = 0.1
     # runtime options (RUNTIME_OPTIONS)
@@ -91,9 +93,9 @@ class DeepHashConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"mode must be 'frozen' or 'finetune', got {self.mode!r}")
+            raise ConfigError(f"mode must be 'frozen' or 'finetune', got {self.mode!r}")
         if not 0.0 <= self.validation_fraction < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
             )
 
@@ -158,55 +160,39 @@ class DeepHashNetwork(nn.Module):
         return self.head(x)
 
 
-def carve_validation(
-    labels: np.ndarray, fraction: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) positions: ``fraction`` of each class (uniform for multi-label).
-
-    Returns no validation when there are too few items to hold out at least two.
-    """
-    n = len(labels)
-    if fraction <= 0 or int(n * fraction) < 2:
-        return np.arange(n), np.empty(0, dtype=np.int64)
-    if labels.ndim == 1:
-        held = []
-        for cls in np.unique(labels):
-            members = rng.permutation(np.flatnonzero(labels == cls))
-            count = int(round(len(members) * fraction))
-            held.append(members[: min(count, len(members) - 1)])
-        validation = np.concatenate(held)
-    else:
-        validation = rng.permutation(n)[: int(n * fraction)]
-    train = np.setdiff1d(np.arange(n), validation)
-    return rng.permutation(train), np.sort(validation)
-
-
 class DeepHashMethod(HashMethod):
     """Base of the deep methods; see the module docstring."""
 
-    supervised: ClassVar[bool] = True
     Config: ClassVar[type[DeepHashConfig]] = DeepHashConfig
     #: output activation of the default head
     head_activation: ClassVar[str] = "tanh"
     #: bit = 1 where the network output exceeds this (0.5 for sigmoid outputs)
     code_threshold: ClassVar[float] = 0.0
-    #: True: a Dataset's features are the backbone's (N, C, 7, 7) region maps, not vectors
-    feature_map: ClassVar[bool] = False
 
     def __init__(self, n_bits: int = 32, seed: int = 0, **params: Any) -> None:
         super().__init__(n_bits=n_bits, seed=seed)
         known = {f.name for f in fields(self.Config)}
         unknown = sorted(set(params) - known)
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.name} has no parameter {', '.join(map(repr, unknown))}; "
                 f"its parameters are: {', '.join(sorted(known))}"
             )
         self.hparams = self.Config(**params)
 
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """``n_bits``, ``seed`` and every field of the config dataclass."""
+        return ["n_bits", "seed", *(f.name for f in fields(cls.Config))]
+
     def get_params(self) -> dict[str, Any]:
         params = {k: v for k, v in asdict(self.hparams).items() if k not in RUNTIME_OPTIONS}
-        return {**super().get_params(), **params}
+        return {"n_bits": self.n_bits, "seed": self.seed, **params}
+
+    @property
+    def input_kind(self) -> str:
+        """Fine-tuning trains the backbone, so a fine-tuned model takes the images themselves."""
+        return "pixels" if self.hparams.mode == "finetune" else super().input_kind
 
     # -- what a method declares ---------------------------------------------------------
     def build_network(self, input_dim: int) -> nn.Module:
@@ -256,7 +242,7 @@ class DeepHashMethod(HashMethod):
         methods); a weakly supervised method returns tags here and refuses labels.
         """
         if supervision:
-            raise TypeError(
+            raise InputError(
                 f"{self.name}.fit() got unexpected keyword arguments: {', '.join(supervision)}"
             )
         return self._check_labels(y if y is not None else getattr(x, "labels", None), n_items)
@@ -279,15 +265,19 @@ class DeepHashMethod(HashMethod):
         self,
         x: np.ndarray | Dataset,
         y: np.ndarray | None = None,
-        validation: tuple[np.ndarray | Dataset, np.ndarray | None] | None = None,
+        validation: Dataset | tuple[np.ndarray | Dataset, np.ndarray | None] | None = None,
         **supervision: Any,
     ) -> DeepHashMethod:
-        """Train on features (frozen) or a Dataset (frozen or fine-tune); return ``self``.
+        """Train on a Dataset (frozen or fine-tune) or a feature matrix; return ``self``.
 
-        ``supervision``: keywords of weakly supervised methods (e.g. ``tags=``), handed to
-        :meth:`training_targets`.
+        ``validation``: a Dataset (or the array form ``(x_val, y_val)``) for per-epoch
+        selection; without it, ``validation_fraction`` of the training items is carved out.
+        ``supervision``: array-form keywords of weakly supervised methods (e.g. ``tags=``),
+        handed to :meth:`training_targets`; a Dataset carries them itself.
         """
         config = self.hparams
+        if isinstance(validation, Dataset):
+            validation = (validation, None)
         inputs, input_dim, feature_source = self._inputs(x, for_training=True)
         labels = self.training_targets(x, y, len(inputs), **supervision)
         n_classes = as_multihot(labels).shape[1]
@@ -341,53 +331,16 @@ class DeepHashMethod(HashMethod):
         }  # fmt: skip
         return self
 
-    def encode(self, x: np.ndarray | Dataset) -> np.ndarray:
+    def encode(self, x: np.ndarray | Dataset, modality: str = "image") -> np.ndarray:
         """(N, K) uint8 codes of features (frozen) or of a Dataset's images / features."""
         self._check_fitted()
+        self._check_modality(modality)
         inputs, input_dim, _ = self._inputs(x, for_training=False)
         if self.hparams.mode == "frozen" and input_dim != self.input_dim_:
-            raise ValueError(
+            raise InputError(
                 f"features have {input_dim} dimensions, the model was fitted on {self.input_dim_}"
             )
         return self.binarize(self._predict(inputs))
-
-    def encode_images(self, images: Sequence[str | Path | object]) -> np.ndarray:
-        """(N, K) codes of image files or PIL images, through the recorded backbone."""
-        from hashlab.data.images import open_image
-
-        self._check_fitted()
-        pil = [img if hasattr(img, "convert") else open_image(img) for img in images]
-        if not pil:
-            return np.zeros((0, self.n_bits), dtype=np.uint8)
-        device = next(self.network_.parameters()).device
-        backbone = self._backbone()
-        outputs = []
-        with torch.no_grad():
-            for start in range(0, len(pil), 64):
-                chunk = pil[start : start + 64]
-                if self.hparams.mode == "frozen":
-                    backbone.module.to(device).eval()
-                    pixels = backbone.preprocess(chunk).to(device)
-                    if self.feature_map:  # 7 x 7 region maps as cached, pooled by the method
-                        maps = torch.nn.functional.adaptive_avg_pool2d(
-                            backbone.feature_map(pixels), 7
-                        )
-                        pooled = self.input_features(maps.float().cpu().numpy())
-                        batch = torch.as_tensor(pooled, dtype=torch.float32, device=device)
-                    else:
-                        batch = backbone.module(pixels)
-                    if batch.shape[1] != self.input_dim_:
-                        source = self.extra_config_.get("feature_source", "other features")
-                        raise ValueError(
-                            f"this model was trained on {self.input_dim_}-d features "
-                            f"({source}), not on {self.hparams.backbone} features "
-                            f"({batch.shape[1]}-d), so it cannot encode images"
-                        )
-                else:
-                    transform = backbone.eval_transform()
-                    batch = torch.stack([transform(img) for img in chunk]).to(device)
-                outputs.append(self.network_.eval()(batch).float())
-        return self.binarize(torch.cat(outputs))
 
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -453,16 +406,16 @@ class DeepHashMethod(HashMethod):
                 source = ImageInputs(x, backbone.train_transform(), backbone.eval_transform(),
                                      config.num_workers)  # fmt: skip
                 return source, backbone.feature_dim, f"{config.backbone} (fine-tuned)"
-            from hashlab.data.catalog import dataset_features
+            from hashlab.backbones.features import dataset_features
 
             features, source_text = dataset_features(
                 x, config.backbone, config.backbone_weights, progress=config.progress,
-                feature_map=self.feature_map,
+                feature_map=self.input_kind == "feature_maps",
             )  # fmt: skip
             features = check_features(self.input_features(features))
             return FeatureInputs(features), features.shape[1], source_text
         if config.mode == "finetune":
-            raise ValueError(
+            raise InputError(
                 "mode='finetune' trains the backbone on images: pass a hashlab Dataset with "
                 "images, not a feature matrix"
             )

@@ -17,6 +17,7 @@ import torch
 from hashlab.losses.cauchy import cauchy_cross_entropy, cauchy_quantization
 from hashlab.methods.deep.base import DeepHashConfig, DeepHashMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 from hashlab.train.trainer import TrainState
 
 
@@ -33,6 +34,7 @@ class DCHConfig(DeepHashConfig):
 
 @register("dch")
 class DCH(DeepHashMethod):
+    tags = MethodTags(family="deep", supervision="labels", inputs="features")
     Config = DCHConfig
     head_activation = "tanh"
 

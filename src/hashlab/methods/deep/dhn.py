@@ -16,6 +16,7 @@ from hashlab.losses.pairwise import pairwise_likelihood_loss
 from hashlab.losses.quantization import log_cosh_quantization_loss
 from hashlab.methods.deep.base import DeepHashConfig, DeepHashMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 from hashlab.train.trainer import TrainState
 
 
@@ -27,6 +28,7 @@ class DHNConfig(DeepHashConfig):
 
 @register("dhn")
 class DHN(DeepHashMethod):
+    tags = MethodTags(family="deep", supervision="labels", inputs="features")
     Config = DHNConfig
     head_activation = "identity"
 

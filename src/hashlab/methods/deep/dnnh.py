@@ -24,6 +24,7 @@ from torch import nn
 from hashlab.losses.triplet import batch_triplet_ranking_loss
 from hashlab.methods.deep.base import DeepHashConfig, DeepHashMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 from hashlab.train.trainer import TrainState
 
 
@@ -53,6 +54,7 @@ class DivideAndEncode(nn.Module):
 
 @register("dnnh")
 class DNNH(DeepHashMethod):
+    tags = MethodTags(family="deep", supervision="labels", inputs="features")
     Config = DNNHConfig
     code_threshold = 0.5
 

@@ -25,6 +25,7 @@ from hashlab.losses.pairwise import pairwise_likelihood_loss
 from hashlab.losses.quantization import sign_quantization_loss
 from hashlab.methods.deep.base import DeepHashConfig, DeepHashMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 from hashlab.train.trainer import TrainState
 
 
@@ -36,6 +37,7 @@ class DPSHConfig(DeepHashConfig):
 
 @register("dpsh")
 class DPSH(DeepHashMethod):
+    tags = MethodTags(family="deep", supervision="labels", inputs="features")
     Config = DPSHConfig
     head_activation = "identity"
 

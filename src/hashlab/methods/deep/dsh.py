@@ -15,6 +15,7 @@ import torch
 from hashlab.losses.contrastive import contrastive_hashing_loss
 from hashlab.methods.deep.base import DeepHashConfig, DeepHashMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 from hashlab.train.trainer import TrainState
 
 
@@ -26,6 +27,7 @@ class DSHConfig(DeepHashConfig):
 
 @register("dsh")
 class DSH(DeepHashMethod):
+    tags = MethodTags(family="deep", supervision="labels", inputs="features")
     Config = DSHConfig
     head_activation = "identity"
 

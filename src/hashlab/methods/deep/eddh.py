@@ -40,6 +40,7 @@ import torch
 from hashlab.losses.eddh import a_step, b_step, eddh_theta_loss, symmetric_theta_loss, v_step
 from hashlab.methods.deep.base import DeepHashConfig, DeepHashMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 from hashlab.similarity import SemanticVisualSimilarity
 from hashlab.train.trainer import TrainState
 
@@ -80,6 +81,7 @@ def _float64(tensor: torch.Tensor) -> np.ndarray:
 
 @register("eddh")
 class EDDH(DeepHashMethod):
+    tags = MethodTags(family="deep", supervision="labels", inputs="features")
     Config = EDDHConfig
     head_activation = "tanh"
 

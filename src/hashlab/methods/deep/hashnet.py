@@ -23,6 +23,7 @@ import torch
 from hashlab.losses.pairwise import weighted_pairwise_cross_entropy
 from hashlab.methods.deep.base import DeepHashConfig, DeepHashMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 from hashlab.train.trainer import TrainState
 
 
@@ -34,6 +35,7 @@ class HashNetConfig(DeepHashConfig):
 
 @register("hashnet")
 class HashNet(DeepHashMethod):
+    tags = MethodTags(family="deep", supervision="labels", inputs="features")
     Config = HashNetConfig
     head_activation = "identity"  # the network gives z; tanh(beta z) is applied in the loss
 

@@ -34,6 +34,7 @@ from torch import nn
 from hashlab.losses.idea import binarize, idea_loss
 from hashlab.methods.deep.tagged import TagSupervisedConfig, TagSupervisedMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 
 __all__ = ["IDEA", "IDEAConfig", "IDEANetwork", "context_pool", "region_attention"]
 
@@ -123,8 +124,9 @@ class IDEAConfig(TagSupervisedConfig):
 class IDEA(TagSupervisedMethod):
     """IDEA on backbone feature maps (N, C, 7, 7); ``fit(maps, tags=..., tag_vectors=...)``."""
 
+    tags = MethodTags(family="deep", supervision="tags", inputs="feature_maps")
+
     Config = IDEAConfig
-    feature_map = True
     variant_defaults: dict[str, Any] = {}
 
     def __init__(self, n_bits: int = 32, seed: int = 0, **params: Any) -> None:

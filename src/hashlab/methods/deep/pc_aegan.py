@@ -36,10 +36,10 @@ validation mAP (the paper keeps the lowest training loss).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,12 +48,14 @@ from torch import nn
 from hashlab.backbones.upsampled import UpsampledBackbone, pixels_to_tensor, upsampled_features
 from hashlab.data.dataset import Dataset
 from hashlab.data.pixels import dataset_pixels
+from hashlab.data.splits import carve_validation
 from hashlab.losses.cauchy import cauchy_cross_entropy, cauchy_quantization
 from hashlab.losses.cosine import cosine_cross_entropy, cosine_quantization
 from hashlab.methods.base import check_features
 from hashlab.methods.deep.base import DeepHashConfig, DeepHashMethod, DeepHashNetwork
 from hashlab.methods.deep.pc_aegan_game import AdversarialGame, GameSettings
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 from hashlab.train import FeatureInputs, InputSource
 from hashlab.train.figures import plot_loss_curves, save_image_grid
 from hashlab.train.trainer import TrainState
@@ -117,10 +119,9 @@ class _PixelInputs(InputSource):
 
 @register("pc_aegan")
 class PCAEGAN(DeepHashMethod):
+    tags = MethodTags(family="deep", supervision="labels", inputs="pixels")
     Config = PCAEGANConfig
     head_activation = "tanh"  # Sec. 2.3: tanh squashes the hash layer to (-1, 1)
-    #: ``hashlab train`` hands this method images, not backbone features
-    trains_on_images: ClassVar[bool] = True
 
     # -- data ---------------------------------------------------------------------------
     def _pixels(self, x: Any) -> np.ndarray:
@@ -176,8 +177,6 @@ class PCAEGAN(DeepHashMethod):
     def fit(self, x: Any, y: np.ndarray | None = None,
             validation: tuple[Any, np.ndarray | None] | None = None) -> PCAEGAN:  # fmt: skip
         """Train on images (Dataset or uint8 array); validation is carved as in other methods."""
-        from hashlab.methods.deep.base import carve_validation
-
         pixels = self._pixels(x)
         labels = self._check_labels(y if y is not None else getattr(x, "labels", None), len(pixels))
         if validation is None:
@@ -190,17 +189,6 @@ class PCAEGAN(DeepHashMethod):
         super().fit(pixels, labels, validation=validation)
         self.extra_config_["adversarial"] = getattr(self, "_adversarial_record", {})
         return self
-
-    def encode_images(self, images: Sequence[str | Path | object]) -> np.ndarray:
-        from hashlab.data.images import open_image
-
-        self._check_fitted()
-        pil = [img if hasattr(img, "convert") else open_image(img) for img in images]
-        if not pil:
-            return np.zeros((0, self.n_bits), dtype=np.uint8)
-        size = self.hparams.image_size
-        return self.encode(np.stack([np.asarray(img.convert("RGB").resize((size, size), resample=2),
-                                                dtype=np.uint8) for img in pil]))  # fmt: skip
 
     # -- the hash network's loss (Eq. 14) ---------------------------------------------------
     def hash_loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

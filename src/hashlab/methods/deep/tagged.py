@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from hashlab.errors import ConfigError, InputError
 from hashlab.methods.deep.base import DeepHashConfig, DeepHashMethod
 from hashlab.text.embeddings import (
     load_word_vectors,
@@ -50,9 +51,9 @@ def resolve_tag_vectors(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """(V, d) tag vectors from an embedding name/path, and a record of coverage (OOV count)."""
     if tag_vocab is None:
-        raise ValueError("pass tag_vectors=(V, d) or tag_vocab=[V tag words] to fit()")
+        raise InputError("pass tag_vectors=(V, d) or tag_vocab=[V tag words] to fit()")
     if len(tag_vocab) != tags.shape[1]:
-        raise ValueError(f"tag_vocab has {len(tag_vocab)} words, tags have {tags.shape[1]}")
+        raise InputError(f"tag_vocab has {len(tag_vocab)} words, tags have {tags.shape[1]}")
     if embedding == "word2vec":
         vectors = train_word2vec(tag_lists_from_matrix(tags, tag_vocab), seed=seed)
     else:
@@ -85,11 +86,13 @@ class TagSupervisedConfig(DeepHashConfig):
     patience: int | None = None  # the paper trains for fixed epochs
     validation_fraction: float = 0.0
     center_tag_embeddings: bool = False  # ours (see the module docstring)
+    #: tag word vectors when fit() is not given them: glove, word2vec or a word2vec file
+    embedding: str = "glove"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.mode != "frozen":
-            raise ValueError(
+            raise ConfigError(
                 "tag-supervised methods train heads on frozen backbone features: mode must be "
                 f"'frozen', got {self.mode!r}"
             )
@@ -98,8 +101,6 @@ class TagSupervisedConfig(DeepHashConfig):
 class TagSupervisedMethod(DeepHashMethod):
     """A deep method whose training targets are the images' tags, never their labels."""
 
-    supervised: ClassVar[bool] = False
-    weak_supervision: ClassVar[str] = "tags"
     Config: ClassVar[type[DeepHashConfig]] = TagSupervisedConfig
 
     @property
@@ -120,11 +121,14 @@ class TagSupervisedMethod(DeepHashMethod):
         tags: Any = None,
         tag_vectors: Any = None,
         tag_vocab: list[str] | None = None,
-        embedding: str = "glove",
+        embedding: str | None = None,
     ) -> np.ndarray:
         """The (N, V) tag indicators; also learns ``tag_vectors_`` (V, d) for Eq. 5."""
+        if embedding is not None:  # the array form's keyword wins and is what gets recorded
+            self.hparams.embedding = embedding
+        embedding = self.hparams.embedding
         if y is not None:
-            raise ValueError(
+            raise InputError(
                 f"{self.name} is weakly supervised: it learns from tags (fit(x, tags=...)), "
                 "class labels are for evaluation only and must not be passed to fit"
             )
@@ -132,14 +136,14 @@ class TagSupervisedMethod(DeepHashMethod):
             tags = getattr(x, "tags", None)
             tag_vocab = tag_vocab if tag_vocab is not None else getattr(x, "tag_vocab", None)
         if tags is None:
-            raise ValueError(f"{self.name} needs the images' tags: fit(x, tags=(N, V) 0/1)")
+            raise InputError(f"{self.name} needs the images' tags: fit(x, tags=(N, V) 0/1)")
         tags = self._check_tags(tags, n_items)
         if tag_vectors is None:
             tag_vectors, record = resolve_tag_vectors(tags, tag_vocab, embedding, self.seed)
         else:
             tag_vectors = np.asarray(tag_vectors, dtype=np.float32)
             if tag_vectors.ndim != 2 or len(tag_vectors) != tags.shape[1]:
-                raise ValueError(
+                raise InputError(
                     f"tag_vectors must be ({tags.shape[1]}, d) for {tags.shape[1]} tags, "
                     f"got {tag_vectors.shape}"
                 )
@@ -162,10 +166,10 @@ class TagSupervisedMethod(DeepHashMethod):
 
     def _check_tags(self, tags: Any, n_items: int) -> np.ndarray:
         if tags is None:
-            raise ValueError(f"{self.name} validates on tags: pass validation=(x, tags)")
+            raise InputError(f"{self.name} validates on tags: pass validation=(x, tags)")
         tags = (np.asarray(tags) > 0).astype(np.uint8)
         if tags.ndim != 2 or len(tags) != n_items:
-            raise ValueError(f"tags must be (N, V) for {n_items} images, got {tags.shape}")
+            raise InputError(f"tags must be (N, V) for {n_items} images, got {tags.shape}")
         return tags
 
     # -- trainer hooks --------------------------------------------------------------------

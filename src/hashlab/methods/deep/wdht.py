@@ -24,6 +24,7 @@ from torch import nn
 from hashlab.losses.idea import cosine_matrix
 from hashlab.methods.deep.tagged import TagSupervisedConfig, TagSupervisedMethod
 from hashlab.methods.registry import register
+from hashlab.methods.tags import MethodTags
 
 __all__ = ["WDHT", "WDHTConfig", "tag_similarity_loss"]
 
@@ -47,6 +48,8 @@ class WDHTConfig(TagSupervisedConfig):
 @register("wdht")
 class WDHT(TagSupervisedMethod):
     """Tag-embedding cosine similarity as the pairwise target of a tanh hash layer."""
+
+    tags = MethodTags(family="deep", supervision="tags", inputs="features")
 
     Config = WDHTConfig
 
