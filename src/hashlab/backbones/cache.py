@@ -27,7 +27,7 @@ from hashlab.data.cache import (  # noqa: F401  (re-exported: callers import the
 
 # input size is known only once the backbone is built; the cache key uses this hint so a
 # fully cached extraction never builds the network
-_SIZE_HINTS = {"efficientnet_lite2": 260, "small_cnn": 32}
+_SIZE_HINTS = {"efficientnet_lite2": 260, "small_cnn": 32, "digit_pixels": 32}
 
 
 def _extract_chunked(

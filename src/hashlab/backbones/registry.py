@@ -285,3 +285,23 @@ def small_cnn(weights: str | None = None) -> Backbone:
     )
     torch.random.set_rng_state(generator_state)
     return Backbone("small_cnn", net, 32, 32, (127.5,) * 3, (127.5,) * 3, None)
+
+
+@register_backbone("digit_pixels")
+def digit_pixels(weights: str | None = None) -> Backbone:
+    """The 64 pixel values (0..16) of scikit-learn's 8x8 digits, read back from their images.
+
+    ``hashlab.data.digits`` draws each digit as 32 x 32 black-on-white RGB (4 x 4 blocks);
+    this "backbone" averages the blocks and undoes the grey mapping, so it returns exactly
+    the digits' ``features`` for those images. It lets a model trained on the embedded
+    digits hash image files (``hashlab demo`` builds its index from PNGs this way).
+    """
+    import torch
+    from torch import nn
+
+    class BlockValues(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            grey = nn.functional.avg_pool2d(x[:, :1], 4).flatten(1)  # (N, 64), 0..255
+            return torch.round((255.0 - grey) * 16.0 / 255.0)
+
+    return Backbone("digit_pixels", BlockValues(), 32, 64, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
