@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import hashlab.index.hamming_index as hamming_index_module
-import hashlab.index.scan as scan_module
+import hashlab.index.engines.native as native_engine_module
 from hashlab.codes import hamming_distance_matrix, pack_bits
 from hashlab.index import HammingIndex
 from hashlab.index.multi_index import plan_tables
@@ -56,8 +55,7 @@ def check_against_brute(index, db_bits, ids, q_bits, ks=(1, 10), radii=(0, 2, 5)
 @pytest.fixture(params=["native", "numpy"])
 def engine(request, monkeypatch):
     if request.param == "numpy":
-        monkeypatch.setattr(scan_module, "load_native", lambda: None)
-        monkeypatch.setattr(hamming_index_module, "load_native", lambda: None)
+        monkeypatch.setattr(native_engine_module, "load_native", lambda: None)
     elif load_native() is None:
         pytest.skip("no C compiler on this machine: the native engine cannot be built")
     return request.param
@@ -91,7 +89,7 @@ def test_multi_table_layout_matches_brute_force(n_bits):
     index.add(db, ids=ids)
     queries = np.concatenate([db[:20], clustered_codes(rng, 20, n_bits)])
     check_against_brute(index, db, ids, queries, ks=(1, 5, 50), radii=(0, 1, 3, 7))
-    tables = index.info()["multi_index"]
+    tables = index.info()["engine"]["tables"]
     assert tables["n_tables"] == tables["paper_tables"] > 1
 
 
@@ -226,7 +224,7 @@ def test_index_memory_within_budget():
     index.add(rng.integers(0, 256, (n, 8), dtype=np.uint8))
     index.range_search(rng.integers(0, 256, (4, 8), dtype=np.uint8), 2)
     info = index.info()
-    assert info["multi_index"]["rows"] == n
+    assert info["engine"]["tables"]["rows"] == n
     assert info["memory_bytes"] <= 1.2 * n * (8 + 8)
 
 

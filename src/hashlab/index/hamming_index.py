@@ -15,17 +15,24 @@ Semantics: distances are Hamming distances; results are sorted by distance, ties
 non-negative int64, unique among live items. ``search`` pads with id -1 and distance -1 when
 the index holds fewer than ``k`` items.
 
-Persistence: ``HammingIndex.create(dir, n_bits)`` and ``HammingIndex.open(dir)`` give an
-index whose every ``add`` / ``remove`` is committed to disk before it returns (see
-:mod:`hashlab.index.storage` for the protocol); ``save(dir)`` writes a compacted copy.
+Persistence (see :mod:`hashlab.index.storage` for the protocol): ``HammingIndex.create(dir,
+n_bits)`` and ``HammingIndex.open(dir, mode="w")`` give the directory's one writer (an
+exclusive lock; a second writer gets ``IndexLockedError`` naming the holder's pid), whose
+every ``add`` / ``remove`` is durable before it returns; a full disk raises
+``IndexFullError`` (an ``OSError`` with errno ENOSPC) and keeps the last committed state.
+``HammingIndex.open(dir)`` (``mode="r"``, the default) is a reader: it never writes into the
+directory, and :meth:`HammingIndex.refresh` catches up with a live writer's commits.
+``save(dir)`` writes a compacted copy; onto the index's own directory it compacts in place,
+crash-safe at every step. Metadata is validated before anything is written (a rejected
+``add`` changes nothing); stored metadata that cannot be shown comes back as
+``{"_hashlab_error": reason}`` instead of breaking a search.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,33 +41,16 @@ import numpy as np
 
 from hashlab.codes import as_packed
 from hashlab.index import storage
-from hashlab.index.faiss_backend import FAISS_BACKENDS, FaissEngine
+from hashlab.index.engines import Engine, RangeResult, create_engine, list_engines
+from hashlab.index.engines.native import MIN_TABLE_ROWS
 from hashlab.index.filters import Filter, parse_filter
-from hashlab.index.multi_index import MultiIndexTables, plan_tables
-from hashlab.index.native import load_native, merge_topk
-from hashlab.index.scan import knn_scan, range_scan
 
-__all__ = ["HammingIndex", "BACKENDS"]
+__all__ = ["HammingIndex", "BACKENDS", "MIN_TABLE_ROWS", "IdRangeResult"]
 
-BACKENDS = ("native", *FAISS_BACKENDS)
-#: below this many rows a scan is always cheaper than building tables
-MIN_TABLE_ROWS = 2048
-#: rows appended after the tables were built are scanned until they exceed this share
-TAIL_REBUILD_FRACTION = 0.05
-#: a k-NN query may spend this share of a scan probing before it falls back to the scan
-KNN_PROBE_BUDGET = 0.25
-#: queries tried with MIH before deciding whether the rest of the batch should be scanned
-KNN_PILOT_QUERIES = 32
+#: engine names ``backend=`` accepts (see :mod:`hashlab.index.engines`)
+BACKENDS = tuple(list_engines())
 
 Metadata = dict[str, Any] | None
-
-
-def _decoded_or_none(text: str) -> Any:
-    """Stored metadata as a dict; unreadable JSON reads as no metadata (never an exception)."""
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError, RecursionError):
-        return None
 
 
 class HammingIndex:
@@ -77,6 +67,8 @@ class HammingIndex:
             raise ValueError(f"n_bits must be a positive integer, got {n_bits!r}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        if backend != "native" and backend.startswith("faiss") and int(n_bits) % 8:
+            raise ValueError(f"faiss binary indexes need a multiple of 8 bits, got {n_bits}")
         self.n_bits = int(n_bits)
         self.n_bytes = (self.n_bits + 7) // 8
         self.backend = backend
@@ -92,10 +84,7 @@ class HammingIndex:
         self._mirrors_disk = False  # memory rows are the file rows (so a remap can grow them)
         self._meta = storage.open_metadata(":memory:")
         self._n_batches = 0
-        self._tables: MultiIndexTables | None = None
-        self._faiss: FaissEngine | None = None
-        if backend != "native":
-            self._faiss = FaissEngine(backend, self.n_bits, self.backend_params)
+        self._engine: Engine = self._new_engine()
 
     # ------------------------------------------------------------------ persistence ----
     @classmethod
@@ -108,15 +97,32 @@ class HammingIndex:
 
     @classmethod
     def open(
-        cls, path: str | Path, verify: bool = True, backend: str | None = None
+        cls,
+        path: str | Path,
+        mode: str = "r",
+        verify: bool = True,
+        backend: str | None = None,
     ) -> HammingIndex:
         """Open a saved index; large code files are memory-mapped, not read.
 
+        ``mode="r"`` (default) reads and never writes into the directory, also beside a
+        live writer; ``mode="w"`` takes the writer lock (``IndexLockedError`` if another
+        process holds it) and first drops what a killed writer left uncommitted.
         ``verify`` checks the CRC-32 of every file against the header (reads each file
         once). Raises :class:`~hashlab.index.storage.IndexFormatError` for a truncated,
         corrupted or foreign directory.
         """
-        store = storage.IndexStore.open(path, verify=verify)
+        store = storage.IndexStore.open(path, mode=mode, verify=verify)
+        try:
+            return cls._from_store(store, backend)
+        except BaseException:
+            store.close()
+            raise
+
+    @classmethod
+    def _from_store(cls, store: storage.IndexStore, backend: str | None = None) -> HammingIndex:
+        """An index holding what ``store``'s header commits, attached to it."""
+        path = store.path
         record = store.header.get("backend") or {}
         index = cls(
             store.header["n_bits"],
@@ -141,6 +147,7 @@ class HammingIndex:
         index._n_batches = store.header["n_batches"]
         index._attach(store)
         index._mirrors_disk = True
+        index._reset_engine()
         return index
 
     def _attach(self, store: storage.IndexStore) -> None:
@@ -159,53 +166,130 @@ class HammingIndex:
     def path(self) -> Path | None:
         return None if self._store is None else self._store.path
 
-    def save(self, path: str | Path) -> Path:
-        """Write a compacted copy (tombstoned rows dropped) to ``path``, atomically.
+    @property
+    def read_only(self) -> bool:
+        """Whether this index was opened as a reader (adds and removes are refused)."""
+        return self._store is not None and not self._store.writable
 
-        The copy is written under a temporary name next to ``path`` and renamed into place.
-        Saving onto the index's own directory compacts it and reopens it.
+    def save(self, path: str | Path) -> Path:
+        """Write a compacted copy (tombstoned rows dropped) to ``path``; crash-safe.
+
+        * onto the index's own directory: compacts in place (a new generation of files, then
+          the header naming them, then the old files go) and keeps the index usable;
+        * onto another index's directory: replaces its contents the same way, under its
+          writer lock (``IndexLockedError`` if it is in use);
+        * onto a new or empty directory: built under a hidden temporary name beside it and
+          renamed into place.
+
+        A kill at any moment leaves either the old or the new contents, never neither.
         """
         target = Path(path).resolve()
+        rows = self._live_rows()
+        codes, ids = self._codes[rows], self._ids[rows]
+        meta_rows = self._live_metadata_rows(ids)
+        record = self._backend_record()
+        if self._store is not None and self._store.path.resolve() == target:
+            self._store.replace_contents(codes, ids, meta_rows, self._next_id, record)
+            reloaded = HammingIndex._from_store(self._store, self.backend)
+            self.__dict__.update(reloaded.__dict__)
+            return target
+        if (target / storage.HEADER).exists():
+            other = storage.IndexStore.open(target, mode="w", verify=False)
+            try:
+                other.replace_contents(codes, ids, meta_rows, self._next_id, record, self.n_bits)
+            finally:
+                other.close()
+            return target
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise FileExistsError(f"{target} already exists and is not an empty directory")
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         try:
-            tmp.rmdir()
-            new_store = storage.IndexStore.create(tmp, self.n_bits, self._backend_record())
-            rows = self._live_rows()
-            new_store.header["next_id"] = self._next_id
-            new_store.append_rows(self._codes[rows], self._ids[rows], None)
-            self._copy_metadata(new_store.metadata_connection())
-            new_store.close()
-            backup = None
-            if target.exists():
-                backup = target.with_name(f".{target.name}.old")
-                shutil.rmtree(backup, ignore_errors=True)
-                os.replace(target, backup)
-            os.replace(tmp, target)
+            new_store = storage.IndexStore.create(tmp, self.n_bits, record)
+            try:
+                new_store.replace_contents(codes, ids, meta_rows, self._next_id)
+            finally:
+                new_store.close()
+            os.rename(tmp, target)  # atomic; replaces an empty directory
             storage.fsync_dir(target.parent)
-            if backup is not None:
-                shutil.rmtree(backup, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if self.path is not None and self.path.resolve() == target:
-            reopened = HammingIndex.open(target, verify=False, backend=self.backend)
-            self._store.close()
-            self.__dict__.update(reopened.__dict__)
         return target
 
-    def _copy_metadata(self, destination) -> None:
+    def _live_metadata_rows(self, live_ids: np.ndarray) -> list[tuple[int, str]]:
+        """(id, json) of the committed metadata of live items (orphans of removals dropped)."""
+        wanted = set(live_ids.tolist())
         cursor = self._meta.execute(
-            "SELECT id, json FROM items WHERE batch < ?", (self._n_batches,)
+            "SELECT id, json FROM items WHERE batch < ? ORDER BY id", (self._n_batches,)
         )
-        with destination:
-            while rows := cursor.fetchmany(10000):
-                destination.executemany("INSERT INTO items(id, batch, json) VALUES (?, 0, ?)", rows)
+        rows: list[tuple[int, str]] = []
+        while chunk := cursor.fetchmany(10000):
+            rows.extend(row for row in chunk if row[0] in wanted)
+        return rows
 
     def close(self) -> None:
-        """Release the metadata connection (the index stays readable from memory)."""
+        """Release the metadata connection and the writer lock (memory stays readable)."""
         if self._store is not None:
             self._store.close()
+
+    def __enter__(self) -> HammingIndex:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def refresh(self) -> bool:
+        """Catch up with the commits of the index's writer (a reader's call); True if changed.
+
+        Only what was appended since the last look is read (its CRC continued from the
+        known prefix); a compaction or any prefix change reloads the whole index. The
+        writer itself is always current, so this returns False there.
+        """
+        store = self._store
+        if store is None or store.writable:
+            return False
+        state, previous = store.poll()
+        if state == "same":
+            return False
+        if state == "replaced":
+            fresh = storage.IndexStore.open(store.path, mode="r", verify=True)
+            try:
+                reloaded = HammingIndex._from_store(fresh, self.backend)
+            except BaseException:
+                fresh.close()
+                raise
+            store.close()
+            self.__dict__.update(reloaded.__dict__)
+            return True
+        header = store.header
+        old_rows = previous["n_rows"]
+        codes, ids = store.read_rows(old_rows, header["n_rows"])
+        records = store.read_removals(previous["n_removed_records"], header["n_removed_records"])
+        self._append_in_memory(codes, ids)
+        if len(records):
+            # an old row carrying a newly removed id dies (its row is below every new record's
+            # row count); a new row dies when a new record came after it
+            hit = self._rows_of_ids(np.unique(records[:, 0]))
+            dead = [hit[hit < old_rows]]
+            alive = storage.alive_mask(ids, records, first_row=old_rows)
+            if alive is not None:
+                dead.append(old_rows + np.nonzero(~alive)[0])
+            dead_rows = np.unique(np.concatenate(dead))
+            dead_rows = dead_rows[self._live_mask_of(dead_rows)]
+            self._mark_dead(dead_rows)
+        self._next_id = header["next_id"]
+        self._n_batches = header["n_batches"]
+        return True
+
+    def _mark_dead(self, rows: np.ndarray) -> None:
+        if len(rows) == 0:
+            return
+        if self._dead is None:
+            self._dead = np.zeros((max(self._n, 1) + 7) // 8, dtype=np.uint8)
+        np.bitwise_or.at(self._dead, rows >> 3, (1 << (rows & 7)).astype(np.uint8))
+        self._n_dead += len(rows)
+        self._engine.remove(rows)
 
     # ------------------------------------------------------------------ contents -------
     def __len__(self) -> int:
@@ -291,24 +375,17 @@ class HammingIndex:
 
     @staticmethod
     def _encode_metadata(metadata: Any, n_new: int) -> list[str | None] | None:
+        """Validate every item before anything is written (a bad one rejects the batch)."""
         if metadata is None:
             return None
-        if isinstance(metadata, dict) or len(metadata) != n_new:
-            raise ValueError(f"metadata must be a sequence of {n_new} dicts (or None entries)")
-        texts: list[str | None] = []
-        for position, item in enumerate(metadata):
-            if item is None:
-                texts.append(None)
-                continue
-            if not isinstance(item, dict):
-                raise ValueError(f"metadata[{position}] must be a dict or None, got {item!r}")
-            try:
-                texts.append(json.dumps(item, allow_nan=False))
-            except (TypeError, ValueError) as error:
-                raise ValueError(
-                    f"metadata[{position}] is not JSON-serialisable: {error}"
-                ) from None
-        return texts
+        if isinstance(metadata, dict | str | bytes) or len(metadata) != n_new:
+            raise storage.MetadataError(
+                f"metadata must be a sequence of {n_new} dicts (or None entries)"
+            )
+        return [
+            None if item is None else storage.encode_metadata(item, f"metadata[{position}]")
+            for position, item in enumerate(metadata)
+        ]
 
     def _append_in_memory(self, packed: np.ndarray, new_ids: np.ndarray) -> None:
         n_new = len(new_ids)
@@ -335,10 +412,7 @@ class HammingIndex:
             grown[: self._dead.shape[0]] = self._dead[: grown.shape[0]]
             self._dead = grown
         self._n = total
-        if self._tables is not None:
-            self._tables.codes = self._codes  # same rows at the same positions, new buffer
-        if self._faiss is not None:
-            self._faiss.index = None
+        self._engine.add(packed, new_ids)
 
     def remove(self, ids: Sequence[int] | np.ndarray) -> int:
         """Remove live items by id; returns how many. Unknown ids raise KeyError (no change)."""
@@ -358,8 +432,7 @@ class HammingIndex:
             self._dead = np.zeros((max(self._n, 1) + 7) // 8, dtype=np.uint8)
         np.bitwise_or.at(self._dead, rows >> 3, (1 << (rows & 7)).astype(np.uint8))
         self._n_dead += len(rows)
-        if self._faiss is not None:
-            self._faiss.index = None
+        self._engine.remove(rows)
         return len(rows)
 
     def metadata(self, ids: Sequence[int] | np.ndarray) -> list[Metadata]:
@@ -372,42 +445,57 @@ class HammingIndex:
             marks = ",".join("?" * len(part))
             query = f"SELECT id, json FROM items WHERE batch < ? AND id IN ({marks})"
             for item_id, text in self._meta.execute(query, (self._n_batches, *part)):
-                found[item_id] = json.loads(text)
+                found[item_id] = storage.decode_metadata(text)
         return [found.get(i) for i in flat]
 
     # ------------------------------------------------------------------ search ---------
     def _prepare_queries(self, queries: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(as_packed(queries, self.n_bits))
 
-    def _ensure_tables(self) -> MultiIndexTables | None:
-        """Multi-index tables over the rows, (re)built when missing or the tail grew."""
-        native = load_native()
-        if native is None or self._n < MIN_TABLE_ROWS or self.n_bits > 2048:
-            return None
-        tables = self._tables
-        if tables is not None and self._n - tables.n_rows <= TAIL_REBUILD_FRACTION * tables.n_rows:
-            return tables
-        plan = plan_tables(self.n_bits, self._n, self.n_bytes, self.max_memory_ratio)
-        perm = MultiIndexTables.sort_order(native, self._codes, self._n, plan)
-        if perm is not None:
-            # table 0 is the rows themselves, sorted by key 0 (memory order leaves file order)
-            # one fixed-size opaque item per row makes numpy's gather a memcpy per row
-            rows_as_items = np.ascontiguousarray(self._codes[: self._n]).view(f"V{self.n_bytes}")
-            self._codes = rows_as_items[:, 0][perm].view(np.uint8).reshape(self._n, self.n_bytes)
-            self._ids = np.ascontiguousarray(self._ids[: self._n][perm])
-            if self._dead is not None:
-                dead = np.unpackbits(self._dead, bitorder="little", count=self._n)[perm]
-                self._dead = np.packbits(dead, bitorder="little")
-            self._mirrors_disk = False
-        self._tables = MultiIndexTables(native, self._codes, self._n, self.n_bits, plan)
-        return self._tables
+    # ------------------------------------------------------------------ engine -------
+    def _new_engine(self) -> Engine:
+        """The engine named by ``backend``; the native one reads our rows without a copy."""
+        params = dict(self.backend_params)
+        if self.backend == "native":
+            params.setdefault("max_memory_ratio", self.max_memory_ratio)
+            params["rows_source"] = lambda: (self._codes, self._ids)
+            params["reorder"] = self._reorder_rows
+        return create_engine(self.backend, self.n_bits, **params)
 
-    def _faiss_engine(self) -> FaissEngine:
-        engine = self._faiss
-        if engine.index is None:
-            rows = self._live_rows()
-            engine.build(self._codes[rows], rows)
-        return engine
+    def _reset_engine(self) -> None:
+        """A fresh engine holding every row (after open or a reopen): tombstones included."""
+        self._engine = self._new_engine()
+        if self._n:
+            self._engine.add(self._codes[: self._n], self._ids[: self._n])
+            dead = self._dead_rows()
+            if dead.size:
+                self._engine.remove(dead)
+
+    def _dead_rows(self) -> np.ndarray:
+        if self._dead is None or self._n_dead == 0:
+            return np.zeros(0, dtype=np.int64)
+        flags = np.unpackbits(self._dead, bitorder="little", count=self._n).astype(bool)
+        return np.nonzero(flags)[0]
+
+    def _reorder_rows(self, perm: np.ndarray) -> None:
+        """Row ``i`` becomes old row ``perm[i]`` (the native engine sorts rows by its key 0).
+
+        The bucket-hash table is then the rows themselves: probes read codes sequentially and
+        no permutation is stored. Memory rows stop mirroring the file rows.
+        """
+        rows_as_items = np.ascontiguousarray(self._codes[: self._n]).view(f"V{self.n_bytes}")
+        # one opaque item per row makes numpy's gather a memcpy per row
+        self._codes = rows_as_items[:, 0][perm].view(np.uint8).reshape(self._n, self.n_bytes)
+        self._ids = np.ascontiguousarray(self._ids[: self._n][perm])
+        if self._dead is not None:
+            dead = np.unpackbits(self._dead, bitorder="little", count=self._n)[perm]
+            self._dead = np.packbits(dead, bitorder="little")
+        self._mirrors_disk = False
+
+    @property
+    def engine(self) -> Engine:
+        """The search engine behind this index (see :mod:`hashlab.index.engines`)."""
+        return self._engine
 
     def search(
         self,
@@ -420,7 +508,9 @@ class HammingIndex:
 
         With ``with_metadata=True`` a third element holds each hit's metadata. ``filter``
         (see :mod:`hashlab.index.filters`) restricts the result to items whose metadata
-        matches; the answer is still exact over those items.
+        matches; the answer is still exact over those items. Approximate engines
+        (``faiss-hnsw``, the k-NN of ``faiss-hash`` / ``faiss-multihash``) say so in
+        ``info()["engine"]["exact_knn"]``.
         """
         q = self._prepare_queries(queries)
         if not isinstance(k, int | np.integer) or k < 1:
@@ -428,52 +518,16 @@ class HammingIndex:
         k = int(k)
         n_q = q.shape[0]
         allowed = None if filter is None else self.filter_rows(filter)
-        if allowed is not None and n_q > 0 and len(allowed) > 0:
-            ids, dists = self._filtered_knn(q, k, allowed)
-        elif len(self) == 0 or n_q == 0 or allowed is not None:
+        if len(self) == 0 or n_q == 0 or (allowed is not None and len(allowed) == 0):
             dists = np.full((n_q, k), -1, dtype=np.int32)
             ids = np.full((n_q, k), -1, dtype=np.int64)
-        elif self._faiss is not None:
-            dists, rows = self._faiss_engine().search(q, k)
-            ids = np.where(rows >= 0, self._ids[np.clip(rows, 0, None)], -1)
-            dists = np.where(rows >= 0, dists, -1)
-            dists, ids, _ = merge_topk([(dists, ids, rows)], k)
         else:
-            ids, dists = self._native_knn(q, k)
+            dists, rows = self._engine.knn(q, k, allowed)
+            ids = np.where(rows >= 0, self._ids[np.clip(rows, 0, None)], -1)
         if with_metadata:
             meta = self.metadata(ids)
             return ids, dists, [meta[i * k : (i + 1) * k] for i in range(n_q)]
         return ids, dists
-
-    def _native_knn(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        tables = self._ensure_tables()
-        codes, ids, dead = self._codes, self._ids, self._dead
-        if tables is None:
-            d, found, _ = knn_scan(codes, (0, self._n), self.n_bits, ids, dead, q, k)
-            return found, d
-        n_idx = tables.n_rows
-        budget = KNN_PROBE_BUDGET * n_idx
-        d = np.full((q.shape[0], k), -1, dtype=np.int32)
-        found = np.full((q.shape[0], k), -1, dtype=np.int64)
-        rows = np.full((q.shape[0], k), -1, dtype=np.int64)
-        pilot = min(q.shape[0], KNN_PILOT_QUERIES)
-        failed = np.ones(q.shape[0], dtype=bool)
-        d[:pilot], found[:pilot], rows[:pilot], failed[:pilot] = tables.knn_search(
-            dead, ids, q[:pilot], k, budget
-        )
-        if pilot < q.shape[0] and failed[:pilot].mean() < 0.5:
-            # most pilot queries finished by probing: probe the rest too
-            d[pilot:], found[pilot:], rows[pilot:], failed[pilot:] = tables.knn_search(
-                dead, ids, q[pilot:], k, budget
-            )
-        if failed.any():
-            where = np.nonzero(failed)[0]
-            scanned = knn_scan(codes, (0, n_idx), self.n_bits, ids, dead, q[where], k)
-            d[where], found[where], rows[where] = scanned
-        if n_idx < self._n:
-            tail = knn_scan(codes, (n_idx, self._n), self.n_bits, ids, dead, q, k)
-            d, found, rows = merge_topk([(d, found, rows), tail], k)
-        return found, d
 
     def range_search(
         self,
@@ -481,12 +535,13 @@ class HammingIndex:
         radius: int,
         with_metadata: bool = False,
         filter: str | Filter | None = None,  # noqa: A002 - the name every engine uses
-    ) -> list[tuple[np.ndarray, np.ndarray]] | list[tuple[np.ndarray, np.ndarray, list]]:
+    ) -> IdRangeResult | list[tuple[np.ndarray, np.ndarray, list]]:
         """Every item within ``radius`` (inclusive) of each query.
 
-        Returns one ``(ids, distances)`` per query, sorted by (distance, id); with
-        ``with_metadata=True`` each tuple has a third element, the hits' metadata.
-        ``filter`` keeps only items whose metadata matches it.
+        Returns one ``(ids, distances)`` per query, sorted by (distance, id): an
+        :class:`IdRangeResult`, flat arrays with a lazy per-query view (``result[i]``);
+        with ``with_metadata=True`` a list whose tuples have a third element, the hits'
+        metadata. ``filter`` keeps only items whose metadata matches it.
         """
         q = self._prepare_queries(queries)
         if not isinstance(radius, int | np.integer) or radius < 0:
@@ -494,47 +549,26 @@ class HammingIndex:
         radius = int(min(radius, self.n_bits))
         n_q = q.shape[0]
         allowed = None if filter is None else self.filter_rows(filter)
-        if allowed is not None and n_q > 0 and len(allowed) > 0:
-            lims, rows, dists = range_scan(self._codes[allowed], (0, len(allowed)), None, q, radius)
-            rows = allowed[rows]
-        elif len(self) == 0 or n_q == 0 or allowed is not None:
-            lims = np.zeros(n_q + 1, dtype=np.int64)
-            rows = np.zeros(0, dtype=np.int64)
-            dists = np.zeros(0, dtype=np.int32)
-        elif self._faiss is not None:
-            lims, rows, dists = self._faiss_engine().range_search(q, radius)
+        if len(self) == 0 or n_q == 0 or (allowed is not None and len(allowed) == 0):
+            found = RangeResult.empty(n_q)
         else:
-            lims, rows, dists = self._native_range(q, radius)
-        ids = self._ids[rows] if rows.size else np.zeros(0, dtype=np.int64)
-        query_of = np.repeat(np.arange(n_q), np.diff(lims))
-        order = np.lexsort((ids, dists, query_of))
-        ids, dists = ids[order], dists[order].astype(np.int32)
-        results = []
-        for i in range(n_q):
-            part = slice(lims[i], lims[i + 1])
-            if with_metadata:
-                results.append((ids[part], dists[part], self.metadata(ids[part])))
-            else:
-                results.append((ids[part], dists[part]))
-        return results
+            found = self._engine.range(q, radius, allowed)
+        ids = self._ids[found.rows] if found.rows.size else np.zeros(0, dtype=np.int64)
+        result = IdRangeResult(found.offsets, ids, found.distances)
+        if with_metadata:
+            meta = self.metadata(ids)
+            off = found.offsets
+            return [(*result[i], meta[off[i] : off[i + 1]]) for i in range(n_q)]
+        return result
 
-    def _native_range(self, q: np.ndarray, radius: int):
-        tables = self._ensure_tables()
-        if tables is None or tables.range_cost(radius) >= 0.5 * tables.n_rows:
-            return range_scan(self._codes, (0, self._n), self._dead, q, radius)
-        parts = [tables.range_search(self._dead, q, radius)]
-        if tables.n_rows < self._n:
-            parts.append(range_scan(self._codes, (tables.n_rows, self._n), self._dead, q, radius))
-        if len(parts) == 1:
-            return parts[0]
-        (lims_a, rows_a, d_a), (lims_b, rows_b, d_b) = parts
-        query_of = np.concatenate(
-            [np.repeat(np.arange(q.shape[0]), np.diff(lims_a)),
-             np.repeat(np.arange(q.shape[0]), np.diff(lims_b))]
-        )  # fmt: skip
-        order = np.argsort(query_of, kind="stable")
-        lims = lims_a + lims_b
-        return lims, np.concatenate([rows_a, rows_b])[order], np.concatenate([d_a, d_b])[order]
+    def explain(
+        self, queries: np.ndarray, radius: int | None = None, k: int | None = None
+    ) -> dict[str, Any]:
+        """The plan a batch of queries would get and why (native engine: every plan's cost)."""
+        q = self._prepare_queries(queries)
+        if hasattr(self._engine, "explain"):
+            return self._engine.explain(q, radius=radius, k=k)
+        return {"plan": self.backend, "reason": f"the {self.backend} engine has one plan"}
 
     # ------------------------------------------------------------------ filters --------
     def filter_rows(self, filter: str | Filter) -> np.ndarray:  # noqa: A002
@@ -557,7 +591,9 @@ class HammingIndex:
         while chunk := cursor.fetchmany(10000):
             chunk_ids = np.fromiter((row[0] for row in chunk), np.int64, len(chunk))
             verdicts = np.fromiter(
-                (parsed.matches(_decoded_or_none(row[1])) for row in chunk), bool, len(chunk)
+                (parsed.matches(storage.decode_metadata(row[1])) for row in chunk),
+                bool,
+                len(chunk),
             )
             where = np.searchsorted(sorted_ids, chunk_ids)
             where = np.minimum(where, len(sorted_ids) - 1)
@@ -565,49 +601,41 @@ class HammingIndex:
             keep[order[where[present]]] = verdicts[present]
         return np.sort(live[keep])
 
-    def _filtered_knn(
-        self, q: np.ndarray, k: int, allowed: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k over the allowed rows only (a scan of their codes)."""
-        sub_ids = np.ascontiguousarray(self._ids[allowed])
-        codes = np.ascontiguousarray(self._codes[allowed])
-        dists, ids, _ = knn_scan(codes, (0, len(allowed)), self.n_bits, sub_ids, None, q, k)
-        return ids, dists
-
     # ------------------------------------------------------------------ info -----------
     @property
     def memory_bytes(self) -> int:
-        """Bytes of the in-memory index: codes, ids, tombstones and multi-index tables."""
+        """Bytes of the in-memory index: codes, ids, tombstones and the engine's own."""
         total = self._codes.nbytes + self._ids.nbytes
         total += 0 if self._dead is None else self._dead.nbytes
-        total += 0 if self._tables is None else self._tables.memory_bytes
-        if self._faiss is not None and self._faiss.index is not None:
-            total += self._faiss.memory_bytes
-        return int(total)
+        return int(total + self._engine.memory_bytes())
 
     def info(self) -> dict[str, Any]:
-        """Size, engine and layout, JSON-able."""
-        native = load_native() is not None
-        info: dict[str, Any] = {
+        """Size, engine (its layout, bytes per item of every plan, the last plan), JSON-able."""
+        return {
             "n_items": len(self),
             "n_bits": self.n_bits,
             "n_rows": self._n,
             "n_removed_pending_compaction": self._n_dead,
             "backend": self.backend,
-            "engine": ("native C" if native else "numpy") if self.backend == "native" else "faiss",
             "path": None if self.path is None else str(self.path),
             "format_version": storage.FORMAT_VERSION,
             "memory_bytes": self.memory_bytes,
             "raw_bytes": len(self) * (self.n_bytes + 8),
             "next_id": self._next_id,
+            "engine": self._engine.info(),
         }
-        if self._tables is not None:
-            info["multi_index"] = self._tables.plan.to_dict() | {"rows": self._tables.n_rows}
-        elif self.backend == "native":
-            plan = plan_tables(self.n_bits, max(self._n, 2), self.n_bytes, self.max_memory_ratio)
-            info["multi_index"] = plan.to_dict() | {"rows": 0, "built": False}
-        return info
 
     def __repr__(self) -> str:
         where = f", path={str(self.path)!r}" if self.path else ""
         return f"HammingIndex(n_bits={self.n_bits}, n_items={len(self)}{where})"
+
+
+class IdRangeResult(RangeResult):
+    """:class:`~hashlab.index.engines.RangeResult` whose ``rows`` are item ids.
+
+    ``result[i]`` is ``(ids, distances)`` of query ``i``; ``result.ids`` the flat ids.
+    """
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.rows
