@@ -129,7 +129,8 @@ def tune(
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3),
+        # epochs are reported as steps 1, 2, ...: steps below 4 are never pruned
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=4),
     )
     start_defaults = {k: v for k, v in (defaults or {}).items() if k in space}
     if start_defaults and all(_inside(space[k], v) for k, v in start_defaults.items()):
