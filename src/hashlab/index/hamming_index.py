@@ -456,6 +456,9 @@ class HammingIndex:
     def _new_engine(self) -> Engine:
         """The engine named by ``backend``; the native one reads our rows without a copy."""
         params = dict(self.backend_params)
+        # the engine reads this object's arrays: an index that takes over another's state
+        # (save in place, refresh) gets a fresh engine on its next search (_current_engine)
+        self._engine_owner = self
         if self.backend == "native":
             params.setdefault("max_memory_ratio", self.max_memory_ratio)
             params["rows_source"] = lambda: (self._codes, self._ids)
@@ -492,10 +495,15 @@ class HammingIndex:
             self._dead = np.packbits(dead, bitorder="little")
         self._mirrors_disk = False
 
+    def _current_engine(self) -> Engine:
+        if self.__dict__.get("_engine_owner") is not self:
+            self._reset_engine()
+        return self._engine
+
     @property
     def engine(self) -> Engine:
         """The search engine behind this index (see :mod:`hashlab.index.engines`)."""
-        return self._engine
+        return self._current_engine()
 
     def search(
         self,
@@ -522,7 +530,7 @@ class HammingIndex:
             dists = np.full((n_q, k), -1, dtype=np.int32)
             ids = np.full((n_q, k), -1, dtype=np.int64)
         else:
-            dists, rows = self._engine.knn(q, k, allowed)
+            dists, rows = self._current_engine().knn(q, k, allowed)
             ids = np.where(rows >= 0, self._ids[np.clip(rows, 0, None)], -1)
         if with_metadata:
             meta = self.metadata(ids)
@@ -552,7 +560,7 @@ class HammingIndex:
         if len(self) == 0 or n_q == 0 or (allowed is not None and len(allowed) == 0):
             found = RangeResult.empty(n_q)
         else:
-            found = self._engine.range(q, radius, allowed)
+            found = self._current_engine().range(q, radius, allowed)
         ids = self._ids[found.rows] if found.rows.size else np.zeros(0, dtype=np.int64)
         result = IdRangeResult(found.offsets, ids, found.distances)
         if with_metadata:
@@ -566,8 +574,9 @@ class HammingIndex:
     ) -> dict[str, Any]:
         """The plan a batch of queries would get and why (native engine: every plan's cost)."""
         q = self._prepare_queries(queries)
-        if hasattr(self._engine, "explain"):
-            return self._engine.explain(q, radius=radius, k=k)
+        engine = self._current_engine()
+        if hasattr(engine, "explain"):
+            return engine.explain(q, radius=radius, k=k)
         return {"plan": self.backend, "reason": f"the {self.backend} engine has one plan"}
 
     # ------------------------------------------------------------------ filters --------
@@ -607,7 +616,7 @@ class HammingIndex:
         """Bytes of the in-memory index: codes, ids, tombstones and the engine's own."""
         total = self._codes.nbytes + self._ids.nbytes
         total += 0 if self._dead is None else self._dead.nbytes
-        return int(total + self._engine.memory_bytes())
+        return int(total + self._current_engine().memory_bytes())
 
     def info(self) -> dict[str, Any]:
         """Size, engine (its layout, bytes per item of every plan, the last plan), JSON-able."""
@@ -622,7 +631,7 @@ class HammingIndex:
             "memory_bytes": self.memory_bytes,
             "raw_bytes": len(self) * (self.n_bytes + 8),
             "next_id": self._next_id,
-            "engine": self._engine.info(),
+            "engine": self._current_engine().info(),
         }
 
     def __repr__(self) -> str:
