@@ -120,19 +120,13 @@ def test_radius_search_returns_exactly_the_ball(client: TestClient, deployment: 
 
 
 def test_wide_radius_is_cut_to_the_closest(client: TestClient, deployment: dict) -> None:
-    from hashlab.service import app as service_app
-
     codes = deployment["codes"]
     query_hex = codes_to_hex(codes[7:8])[0]
     reference = np.sort(hamming_distance_matrix(codes[7:8], codes)[0])
-    original = service_app.MAX_K
-    service_app.MAX_K = 50
-    try:
-        body = client.post("/search", json={"code": query_hex, "radius": N_BITS}).json()
-    finally:
-        service_app.MAX_K = original
+    body = client.post("/search", json={"code": query_hex, "radius": N_BITS, "limit": 50}).json()
     assert body["matches"] == N_INDEXED and body["truncated"]
     assert [h["distance"] for h in body["results"]] == reference[:50].tolist()
+    assert body["next_offset"] == 50
 
 
 def test_bad_search_requests_are_4xx(client: TestClient) -> None:
@@ -168,7 +162,11 @@ def test_add_requires_the_token_and_is_durable(client: TestClient, deployment: d
     assert item["id"] == N_INDEXED and item["metadata"]["lat"] == 52.5
     assert item["code"] == codes_to_hex(deployment["extra_codes"][3:4])[0]
     assert client.get("/health").json()["items"] == N_INDEXED + 1
-    # the image store holds the upload byte for byte, and it is served back
+    # the service's own upload store holds the upload byte for byte (never the indexed
+    # photo folder), and it is served back
+    stored = client.service.uploads.root / item["metadata"]["image"]
+    assert stored.read_bytes() == png_bytes(new_image)
+    assert not stored.resolve().is_relative_to(deployment["root"] / "images")
     served = client.get(item["image_url"])
     assert served.status_code == 200 and served.content == png_bytes(new_image)
     thumb = client.get(item["thumbnail_url"])
@@ -213,7 +211,7 @@ def test_images_outside_the_store_are_never_served(client: TestClient) -> None:
     response = client.get("/items/5/image")
     assert response.status_code == 404 and "not for the web" not in response.text
     assert client.get("/items/5/image?size=64").status_code == 404
-    assert client.get("/items/..%2F..%2Fsecret.txt/image").status_code in (404, 422)
+    assert client.get("/items/..%2F..%2Fsecret.txt/image").status_code in (400, 404)
     assert client.get("/items/6/image").status_code == 404
     # an absolute path inside the store (as ``hashlab index build`` records) is served
     assert client.get("/items/8/image").content[:4] == b"\x89PNG"
@@ -360,17 +358,21 @@ def test_uploads_hash_like_the_index_builder(
 
 
 def test_image_models_get_files(deployment: dict) -> None:
-    """A model with ``encode_images(paths)`` receives readable files with the same pixels."""
+    """A pixel model (``input_kind == "pixels"``) receives readable files with the same pixels."""
+    from hashlab.methods.tags import MethodTags
 
     class FileModel:
         n_bits = 8
+        name = "file-model"
+        input_kind = "pixels"
+        tags = MethodTags(family="deep", supervision="none", inputs="pixels")
         seen: list[np.ndarray] = []
 
-        def encode_images(self, paths: list[str]) -> np.ndarray:
-            for path in paths:
+        def encode(self, dataset) -> np.ndarray:
+            for path in dataset.image_paths:
                 with Image.open(path) as image:
                     self.seen.append(np.asarray(image.convert("RGB")))
-            return np.ones((len(paths), 8), dtype=np.uint8)
+            return np.ones((len(dataset.image_paths), 8), dtype=np.uint8)
 
     model = FileModel()
     images = [Image.fromarray(a) for a in deployment["images"][:2]]
@@ -397,7 +399,8 @@ def test_serve_command_answers_over_http(deployment: dict, tmp_path: Path) -> No
                str(deployment["root"] / "model"), "--index", str(tmp_path / "index"),
                "--port", str(port)]  # fmt: skip
     server = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ}
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if k != "HASHLAB_TOKEN"},
     )
     try:
         deadline = time.monotonic() + 60
@@ -415,7 +418,7 @@ def test_serve_command_answers_over_http(deployment: dict, tmp_path: Path) -> No
         assert hits["results"][0]["distance"] == 0
         # no token configured: the server is read-only
         denied = httpx.delete(f"http://127.0.0.1:{port}/items/1", headers={"X-Token": "x"})
-        assert denied.status_code == 403 and "--token" in denied.json()["detail"]
+        assert denied.status_code == 403 and "HASHLAB_TOKEN" in denied.json()["detail"]
     finally:
         server.terminate()
         server.wait(timeout=10)
