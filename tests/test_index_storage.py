@@ -36,7 +36,7 @@ def test_create_add_remove_reopen_round_trip(tmp_path):
     expected_range = index.range_search(bits[:5], 6)
     index.close()
 
-    reopened = HammingIndex.open(tmp_path / "idx")
+    reopened = HammingIndex.open(tmp_path / "idx", mode="w")
     assert len(reopened) == 2998
     for got, want in zip(reopened.search(bits[:20], 10), expected, strict=True):
         np.testing.assert_array_equal(got, want)
@@ -59,7 +59,7 @@ def test_save_compacts_and_in_memory_index_saves(tmp_path):
     index.remove(np.arange(0, 4000, 2))
     index.search(bits[:1], 1)  # rows reordered for the multi-index tables
     index.save(tmp_path / "saved")
-    saved = HammingIndex.open(tmp_path / "saved")
+    saved = HammingIndex.open(tmp_path / "saved", mode="w")
     assert len(saved) == 2000 and saved.info()["n_rows"] == 2000  # tombstones compacted
     for got, want in zip(saved.search(bits[:30], 5), index.search(bits[:30], 5), strict=True):
         np.testing.assert_array_equal(got, want)
@@ -79,7 +79,8 @@ def test_large_index_is_memory_mapped(tmp_path, monkeypatch):
     bits = np.random.default_rng(2).integers(0, 2, (1000, 64), dtype=np.uint8)
     index = HammingIndex.create(tmp_path / "idx", 64)
     index.add(bits)
-    opened = HammingIndex.open(tmp_path / "idx")
+    index.close()
+    opened = HammingIndex.open(tmp_path / "idx", mode="w")
     assert isinstance(opened._codes, np.memmap)
     opened.add(bits[:10], ids=np.arange(2000, 2010))  # grows by remapping the files
     assert len(opened) == 1010
@@ -95,7 +96,7 @@ WRITER = textwrap.dedent(
     from test_index_storage import batch_codes, N_BITS
     path = sys.argv[1]
     try:
-        index = HammingIndex.open(path)
+        index = HammingIndex.open(path, mode="w")
     except FileNotFoundError:
         index = HammingIndex.create(path, N_BITS)
     batch = index.info()["n_rows"] // len(batch_codes(0))
@@ -181,12 +182,16 @@ def test_flipped_byte_is_reported(tmp_path):
         HammingIndex.open(path)
 
 
-def test_trailing_uncommitted_bytes_are_dropped(tmp_path):
+def test_trailing_uncommitted_bytes_are_ignored_by_readers_dropped_by_the_writer(tmp_path):
     path = make_index(tmp_path)
     with open(path / "codes.bin", "ab") as handle:
         handle.write(b"\x01\x02\x03")  # what a writer killed mid-append leaves behind
     index = HammingIndex.open(path)
     assert len(index) == 500
+    assert (path / "codes.bin").stat().st_size == 500 * 4 + 3  # a reader changes nothing
+    index.close()
+    writer = HammingIndex.open(path, mode="w")
+    assert len(writer) == 500
     assert (path / "codes.bin").stat().st_size == 500 * 4
 
 

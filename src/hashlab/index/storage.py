@@ -1,20 +1,36 @@
-"""On-disk format of a Hamming index and its crash-safe write protocol.
+"""On-disk format of a Hamming index: one writer, many readers, crash- and full-disk-safe.
 
 An index is a directory::
 
-    header.json       format name + version, code length, committed lengths, CRC-32s
-    codes.bin         packed codes, row after row (append-only)
-    ids.bin           int64 little-endian id per row (append-only)
-    removed.bin       int64 pairs (id, rows at removal) (append-only tombstone log)
-    metadata.sqlite   items(id PRIMARY KEY, batch, json) in WAL mode, synchronous=FULL
+    header.json         format name + version, code length, committed lengths, CRC-32s,
+                        the names of the current data files, a commit token
+    codes[.gN].bin      packed codes, row after row (append-only)
+    ids[.gN].bin        int64 little-endian id per row (append-only)
+    removed[.gN].bin    int64 pairs (id, rows at removal) (append-only tombstone log)
+    metadata[.gN].sqlite  items(id PRIMARY KEY, batch, json), WAL mode, synchronous=FULL
+    writer.lock         flock()ed by the one writer for its lifetime; holds its pid
 
-Commit protocol of one ``add``: append codes and ids past the committed length and fsync,
-insert the metadata rows tagged with the batch number and commit, then replace
-``header.json`` atomically (temp file + fsync + ``os.replace`` + fsync of the directory).
-The header is the commit point. Opening truncates bytes past the committed lengths and
-deletes metadata of batches the header never committed, so a process killed at any instant
-leaves exactly the batches whose ``add`` returned. The CRC-32s in the header catch a
-corrupted or swapped file; sizes shorter than committed are reported as truncation.
+**Commit protocol of one add**: append codes and ids past the committed length and fsync;
+insert the metadata rows tagged with the batch number and commit (SQLite fsyncs); then
+write a new header under a name unique to this process, fsync it, ``os.replace`` it over
+``header.json`` and fsync the directory. The header is the commit point, and the in-memory
+header advances only once all of that succeeded. A failure at any step (ENOSPC included)
+leaves the previous header in force: the bytes past the committed lengths and the metadata
+of the uncommitted batch number are dead, overwritten by the next append, and dropped when
+a writer opens the directory.
+
+**One writer, many readers**: ``IndexStore.open(path, mode="w")`` takes an exclusive
+``flock`` on ``writer.lock`` (a second writer gets :class:`IndexLockedError` naming the
+holder's pid) and only then recovers what a killed writer left (truncating tails, deleting
+metadata of uncommitted batches, removing temp files and files of an unfinished
+compaction). ``mode="r"`` never writes anything into the directory: it reads the committed
+prefix of each file (a live writer only ever appends past it), opens SQLite read-only and
+ignores metadata of batches its header has not committed. :meth:`IndexStore.poll` re-reads
+the header so a reader can follow a live writer.
+
+**Compaction** (:meth:`IndexStore.replace_contents`) writes a complete new generation of
+data files beside the old ones, commits a header naming them, then deletes the old files: a
+kill between any two steps leaves one complete generation named by ``header.json``.
 
 Removal appends ``(id, n_rows)`` records: the one alive row carrying ``id`` among the first
 ``n_rows`` rows dies. Replaying the log in any order gives the same answer, because a row
@@ -23,10 +39,15 @@ Removal appends ``(id, n_rows)`` records: the one alive row carrying ``id`` amon
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import re
+import secrets
 import sqlite3
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +55,113 @@ import numpy as np
 
 from hashlab import __version__
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "IndexFormatError", "IndexStore", "fsync_dir"]
+try:  # the one error root of hashlab (created by the contract work of issue 13)
+    from hashlab.errors import HashlabError, IndexFormatError
+except ImportError:  # pragma: no cover - only while that module has not landed
+
+    class HashlabError(Exception):  # type: ignore[no-redef]
+        """Stand-in root of hashlab's user errors."""
+
+    class IndexFormatError(HashlabError, ValueError):  # type: ignore[no-redef]
+        """An index directory is missing, truncated, corrupted or not a hashlab index."""
+
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "IndexFormatError",
+    "IndexFullError",
+    "IndexLockedError",
+    "IndexReadOnlyError",
+    "IndexStore",
+    "MetadataError",
+    "alive_mask",
+    "decode_metadata",
+    "encode_metadata",
+    "fsync_dir",
+    "open_metadata",
+]
 
 FORMAT_NAME = "hashlab-hamming-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: fixed file names, CRCs keyed by file name
 HEADER = "header.json"
-CODES = "codes.bin"
-IDS = "ids.bin"
-REMOVED = "removed.bin"
-METADATA = "metadata.sqlite"
+LOCK = "writer.lock"
+KINDS = ("codes", "ids", "removed", "metadata")
+V1_FILES = {
+    "codes": "codes.bin",
+    "ids": "ids.bin",
+    "removed": "removed.bin",
+    "metadata": "metadata.sqlite",
+}
 #: committed code bytes above which arrays are memory-mapped instead of read into memory
 MMAP_THRESHOLD = 32 << 20
+#: limits on one item's metadata (checked before anything is written)
+MAX_METADATA_BYTES = 64 << 10
+MAX_METADATA_DEPTH = 32
+#: the key of the marker returned for stored metadata that cannot be shown
+METADATA_ERROR_KEY = "_hashlab_error"
 _CRC_CHUNK = 16 << 20
+_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_GENERATION_FILE = re.compile(
+    r"(codes|ids|removed)(\.g\d+)?\.bin|metadata(\.g\d+)?\.sqlite(-wal|-shm|-journal)?"
+)
+_TEMP_HEADER = re.compile(re.escape(HEADER) + r"\.\d+\.[0-9a-f]+\.tmp")
 
 
-from hashlab.errors import IndexFormatError  # noqa: E402  (one error root, hashlab.errors)
+# ------------------------------------------------------------------------ errors ---------
+class IndexLockedError(HashlabError, OSError):
+    """Another process holds the index's writer lock; ``pid`` names it (None if unknown)."""
+
+    def __init__(self, path: Path, pid: int | None) -> None:
+        who = f"pid {pid}" if pid is not None else "another process"
+        message = (
+            f"index {path} is locked by a writer ({who}); one writer at a time: stop it, or "
+            "open the index read-only (mode='r')"
+        )
+        super().__init__(errno.EWOULDBLOCK, message)
+        self.pid = pid
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
+class IndexFullError(HashlabError, OSError):
+    """No space left for a write; the index keeps its last committed state (errno ENOSPC)."""
+
+    def __init__(self, path: Path, during: str, code: int = errno.ENOSPC) -> None:
+        message = (
+            f"no space left on the device holding index {path} while {during}; nothing of "
+            "this write was committed (the index keeps its last committed state); free space "
+            "and retry"
+        )
+        super().__init__(code, message)
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class IndexReadOnlyError(HashlabError, PermissionError):
+    """A write on an index opened for reading."""
+
+
+class MetadataError(HashlabError, ValueError):
+    """Metadata that cannot be stored (not JSON, too deep, too large, bad text)."""
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(error, sqlite3.OperationalError):
+        return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
+            "disk is full" in str(error)
+        )
+    return False
+
+
+# ------------------------------------------------------------------------ files ----------
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -59,10 +170,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _crc_file(path: Path, length: int) -> int:
-    crc = 0
+def _crc_file(path: Path, length: int, start: int = 0, crc: int = 0) -> int:
     with open(path, "rb") as handle:
-        remaining = length
+        handle.seek(start)
+        remaining = length - start
         while remaining > 0:
             block = handle.read(min(_CRC_CHUNK, remaining))
             if not block:
@@ -72,139 +183,510 @@ def _crc_file(path: Path, length: int) -> int:
     return crc
 
 
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
 def _append(path: Path, offset: int, data: bytes) -> None:
     """Write ``data`` at the committed offset (dropping any uncommitted tail) and fsync."""
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        handle.write(data)
-        handle.truncate()
-        handle.flush()
-        os.fsync(handle.fileno())
+    fd = os.open(path, os.O_RDWR)
+    try:
+        _write_all(fd, data, offset)
+        os.ftruncate(fd, offset + len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
+def _write_new_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(fd, data, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _WriterLock:
+    """An exclusive ``flock`` on ``writer.lock``, held until :meth:`release`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOCK
+        self.fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder()
+            os.close(self.fd)
+            self.fd = None
+            raise IndexLockedError(directory, holder) from None
+        try:  # the pid is for people reading errors; failing to write it is no error
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
+
+    def _holder(self) -> int | None:
+        try:
+            text = os.pread(self.fd, 32, 0).decode().strip()
+            return int(text) if text else None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+
+# ------------------------------------------------------------------------ header ---------
+def _header_error(path: Path, what: str) -> IndexFormatError:
+    return IndexFormatError(f"{path / HEADER} is corrupted: {what}")
+
+
+def _count(header: dict, key: str, path: Path) -> int:
+    value = header.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _header_error(path, f"{key!r} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """The committed header, validated field by field, in the version-2 layout."""
+    header_path = path / HEADER
+    if not path.is_dir():
+        raise FileNotFoundError(f"no index directory at {path}")
+    try:
+        raw = header_path.read_bytes()
+    except FileNotFoundError:
+        raise IndexFormatError(f"{path} is not a hashlab index: {HEADER} is missing") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise IndexFormatError(f"{header_path} is corrupted: not valid JSON ({error})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise IndexFormatError(f"{header_path} is not a hashlab index header")
+    version = header.get("version")
+    if version not in READABLE_VERSIONS:
+        raise IndexFormatError(
+            f"{path} has index format version {version!r}; this hashlab reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
+        )
+    n_bits = _count(header, "n_bits", path)
+    if not 1 <= n_bits <= 1 << 16:
+        raise _header_error(path, f"'n_bits' must be between 1 and 65536, got {n_bits}")
+    for key in ("n_rows", "n_removed_records", "n_batches", "next_id"):
+        _count(header, key, path)
+    crcs = header.get("crc32")
+    if not isinstance(crcs, dict):
+        raise _header_error(path, "'crc32' must be an object")
+    if version == 1:
+        header["files"] = dict(V1_FILES)
+        header["crc32"] = {kind: crcs.get(V1_FILES[kind]) for kind in ("codes", "ids", "removed")}
+        header.setdefault("generation", 0)
+        header.setdefault("commit", "v1")
+        crcs = header["crc32"]
+    for kind in ("codes", "ids", "removed"):
+        value = crcs.get(kind)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 32:
+            raise _header_error(path, f"the CRC-32 of {kind} must be 32-bit, got {value!r}")
+    files = header.get("files")
+    if not isinstance(files, dict) or any(
+        not isinstance(files.get(kind), str) or not _FILE_NAME.fullmatch(files[kind])
+        for kind in KINDS
+    ):
+        raise _header_error(path, "'files' must name the codes, ids, removed and metadata files")
+    if not isinstance(header.get("backend", {}), dict | type(None)):
+        raise _header_error(path, "'backend' must be an object")
+    _count(header, "generation", path)
+    return header
+
+
+# ------------------------------------------------------------------------ metadata -------
+def _check_value(value: Any, where: str, depth: int) -> Any:
+    """A JSON-able copy of ``value`` (numpy scalars become Python numbers), or MetadataError."""
+    if depth > MAX_METADATA_DEPTH:
+        raise MetadataError(f"{where} is nested deeper than {MAX_METADATA_DEPTH} levels")
+    if value is None or isinstance(value, bool | str):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise MetadataError(
+                    f"{where} is not valid Unicode text (a lone surrogate at character "
+                    f"{error.start})"
+                ) from None
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        if not np.isfinite(value):
+            raise MetadataError(f"{where} is {float(value)!r}; JSON has no NaN or infinity")
+        return float(value)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise MetadataError(f"{where} has a key {key!r} that is not a string")
+            _check_value(key, f"a key of {where}", depth)
+            out[key] = _check_value(item, f"{where}[{key!r}]", depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        return [_check_value(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
+    raise MetadataError(f"{where} is a {type(value).__name__}, which JSON cannot hold")
+
+
+def encode_metadata(item: Any, where: str = "metadata") -> str:
+    """Validate and normalise one item's metadata dict; its JSON text (what is stored)."""
+    if not isinstance(item, dict):
+        raise MetadataError(f"{where} must be a dict or None, got {type(item).__name__}")
+    text = json.dumps(_check_value(item, where, 1), allow_nan=False, ensure_ascii=False)
+    size = len(text.encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise MetadataError(
+            f"{where} is {size} bytes as JSON; at most {MAX_METADATA_BYTES} bytes per item"
+        )
+    return text
+
+
+def decode_metadata(text: Any) -> dict[str, Any]:
+    """Stored metadata as a dict; what cannot be shown becomes ``{METADATA_ERROR_KEY: why}``.
+
+    Items written before validation existed (too deep, lone surrogates, not JSON) must never
+    break a search: they come back marked, and ``hashlab index check --repair`` fixes them.
+    """
+    try:
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise MetadataError(f"stored metadata is a {type(value).__name__}, not an object")
+        encode_metadata(value)
+        return value
+    except (TypeError, ValueError, RecursionError) as error:
+        reason = str(error) if isinstance(error, MetadataError) else "not valid JSON"
+        return {METADATA_ERROR_KEY: f"stored metadata cannot be shown: {reason}"}
+
+
+def open_metadata(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
+    """A metadata store (``":memory:"`` for an index that lives only in memory).
+
+    Read-only connections never write into the directory: SQLite's ``mode=ro`` (or
+    ``immutable=1`` where the directory itself cannot be written).
+    """
+    if str(path) == ":memory:":
+        connection = sqlite3.connect(":memory:", check_same_thread=False)
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, batch INTEGER, json TEXT)"
+        )
+        return connection
+    path = Path(path)
+    if not path.is_file():
+        raise IndexFormatError(f"{path} is missing: the index has lost its metadata store")
+    if readonly:
+        uri = f"file:{path}?mode=ro"
+        if not os.access(path.parent, os.W_OK):
+            uri = f"file:{path}?immutable=1"
+        connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    else:
+        connection = sqlite3.connect(str(path), check_same_thread=False)
+    try:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        if "items" not in tables:
+            raise IndexFormatError(
+                f"{path} holds no items table: the metadata store is empty or not an index's"
+            )
+        if not readonly:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute("CREATE INDEX IF NOT EXISTS items_batch ON items(batch)")
+            connection.commit()
+    except sqlite3.DatabaseError as error:
+        connection.close()
+        raise IndexFormatError(f"{path} is corrupted or not SQLite ({error})") from None
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _create_metadata(path: Path, rows: Iterable[tuple[int, int, str]]) -> None:
+    """A new, complete, fsynced metadata file holding ``rows`` (id, batch, json)."""
+    connection = sqlite3.connect(str(path))
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, batch INTEGER, json TEXT)"
+        )
+        connection.execute("CREATE INDEX items_batch ON items(batch)")
+        batch: list[tuple[int, int, str]] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) == 10000:
+                connection.executemany("INSERT INTO items VALUES (?, ?, ?)", batch)
+                batch = []
+        connection.executemany("INSERT INTO items VALUES (?, ?, ?)", batch)
+        connection.commit()
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        connection.close()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------ the store ------
 class IndexStore:
-    """One index directory opened for reading and appending."""
+    """One index directory, opened as its one writer (``mode="w"``) or as a reader."""
 
-    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+    def __init__(
+        self, path: Path, header: dict[str, Any], mode: str, lock: _WriterLock | None
+    ) -> None:
         self.path = path
         self.header = header
+        self.mode = mode
+        self._lock = lock
         self._meta: sqlite3.Connection | None = None
+        # set after a failed write: metadata of the uncommitted batch may linger
+        self._dirty = False
+        # set when the disk and this process may disagree on the committed header
+        self._broken: str | None = None
 
-    # -- header -------------------------------------------------------------------------
+    # -- names ---------------------------------------------------------------------------
     @property
     def n_bytes(self) -> int:
         return (self.header["n_bits"] + 7) // 8
 
-    def write_header(self) -> None:
-        tmp = self.path / (HEADER + ".tmp")
-        with open(tmp, "w") as handle:
-            json.dump(self.header, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path / HEADER)
-        fsync_dir(self.path)
+    def file(self, kind: str, header: dict[str, Any] | None = None) -> Path:
+        return self.path / (header or self.header)["files"][kind]
+
+    @property
+    def writable(self) -> bool:
+        return self.mode == "w"
+
+    def _require_writer(self) -> None:
+        if not self.writable:
+            raise IndexReadOnlyError(
+                f"index {self.path} is open read-only; open it with mode='w' to change it"
+            )
+        if self._broken:
+            raise IndexReadOnlyError(
+                f"index {self.path} takes no more writes in this process ({self._broken}); "
+                "close and reopen it"
+            )
+
+    # -- header commit ------------------------------------------------------------------
+    def _commit(self, header: dict[str, Any], during: str) -> None:
+        """Make ``header`` the committed state; ``self.header`` changes only on success."""
+        header = dict(header, commit=secrets.token_hex(8), hashlab_version=__version__)
+        try:
+            self._write_header(header)
+        except OSError as error:
+            if _is_disk_full(error):
+                raise IndexFullError(self.path, during, error.errno) from None
+            raise
+        self.header = header
+
+    def _write_header(self, header: dict[str, Any]) -> None:
+        data = json.dumps(header, indent=2).encode()
+        tmp = self.path / f"{HEADER}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        target = self.path / HEADER
+        previous = target.read_bytes() if target.exists() else None
+        replaced = False
+        try:
+            _write_new_file(tmp, data)
+            os.replace(tmp, target)
+            replaced = True
+            fsync_dir(self.path)
+        except BaseException:
+            try:
+                tmp.unlink(missing_ok=True)
+                if replaced and previous is not None:
+                    # the new header is visible but not durable: put the old one back so the
+                    # disk and this process agree on the committed state
+                    _write_new_file(tmp, previous)
+                    os.replace(tmp, target)
+            except OSError:
+                self._broken = "a header could not be written or restored"
+            raise
 
     # -- create / open ------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, n_bits: int, backend: dict[str, Any]) -> IndexStore:
+        """A new, empty index at ``path`` (a new or empty directory), opened as its writer."""
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise FileExistsError(f"{path} already exists and is not an empty directory")
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(f"{path} already exists and is not a directory")
         path.mkdir(parents=True, exist_ok=True)
-        for name in (CODES, IDS, REMOVED):
-            (path / name).write_bytes(b"")
-        header = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "hashlab_version": __version__,
-            "n_bits": int(n_bits),
-            "n_rows": 0,
-            "n_removed_records": 0,
-            "n_batches": 0,
-            "next_id": 0,
-            "crc32": {CODES: 0, IDS: 0, REMOVED: 0},
-            "backend": backend,
-        }
-        store = cls(path, header)
+        lock = _WriterLock(path)
+        try:
+            leftovers = [p.name for p in path.iterdir() if p.name != LOCK]
+            # what a create killed before its header leaves may be redone; nothing else
+            if (path / HEADER).exists() or any(
+                not _GENERATION_FILE.fullmatch(n) and not _TEMP_HEADER.fullmatch(n)
+                for n in leftovers
+            ):
+                raise FileExistsError(f"{path} already exists and is not an empty directory")
+            for name in leftovers:
+                (path / name).unlink()
+            files = {kind: V1_FILES[kind] for kind in KINDS}
+            for kind in ("codes", "ids", "removed"):
+                _write_new_file(path / files[kind], b"")
+            _create_metadata(path / files["metadata"], [])
+            header = {
+                "format": FORMAT_NAME,
+                "version": FORMAT_VERSION,
+                "hashlab_version": __version__,
+                "n_bits": int(n_bits),
+                "n_rows": 0,
+                "n_removed_records": 0,
+                "n_batches": 0,
+                "next_id": 0,
+                "crc32": {"codes": 0, "ids": 0, "removed": 0},
+                "files": files,
+                "generation": 0,
+                "backend": backend,
+            }
+            store = cls(path, {}, "w", lock)
+            store._commit(header, "creating the index")
+        except BaseException:
+            lock.release()
+            raise
         store.metadata_connection()
-        store.write_header()
         return store
 
     @classmethod
-    def open(cls, path: str | Path, verify: bool = True) -> IndexStore:
+    def open(cls, path: str | Path, mode: str = "r", verify: bool = True) -> IndexStore:
+        """Open for reading (``"r"``, never writes) or as the one writer (``"w"``, locks)."""
+        if mode not in ("r", "w"):
+            raise ValueError(f"mode must be 'r' (read) or 'w' (write), got {mode!r}")
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"no index directory at {path}")
-        header_path = path / HEADER
-        if not header_path.is_file():
-            raise IndexFormatError(f"{path} is not a hashlab index: {HEADER} is missing")
-        try:
-            header = json.loads(header_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise IndexFormatError(
-                f"{header_path} is corrupted: not valid JSON ({error})"
-            ) from None
-        if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-            raise IndexFormatError(f"{header_path} is not a hashlab index header")
-        if header.get("version") != FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{path} has index format version {header.get('version')!r}; this hashlab "
-                f"reads version {FORMAT_VERSION}"
-            )
-        required = ("n_bits", "n_rows", "n_removed_records", "n_batches", "next_id", "crc32")
-        if any(key not in header for key in required):
-            raise IndexFormatError(f"{header_path} is corrupted: missing fields")
-        store = cls(path, header)
-        store._check_files(verify)
-        store._rollback_uncommitted()
-        return store
+        if mode == "w":
+            lock = _WriterLock(path)
+            try:
+                store = cls(path, _read_header(path), "w", lock)
+                store._check_files(verify)
+                store._recover()
+                store.metadata_connection()
+            except BaseException:
+                lock.release()
+                raise
+            return store
+        # a reader may race a compaction that deletes the files its header names: retry
+        for attempt in range(20):
+            header = _read_header(path)
+            store = cls(path, header, "r", None)
+            try:
+                store._check_files(verify)
+                store.metadata_connection()
+            except (FileNotFoundError, IndexFormatError):
+                store.close()
+                if attempt == 19 or _read_header(path)["commit"] == header["commit"]:
+                    raise
+                continue
+            return store
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _expected_sizes(self) -> dict[str, int]:
-        n_rows = self.header["n_rows"]
+    def _expected_sizes(self, header: dict[str, Any] | None = None) -> dict[str, int]:
+        header = header or self.header
+        n_rows = header["n_rows"]
         return {
-            CODES: n_rows * self.n_bytes,
-            IDS: n_rows * 8,
-            REMOVED: self.header["n_removed_records"] * 16,
+            "codes": n_rows * ((header["n_bits"] + 7) // 8),
+            "ids": n_rows * 8,
+            "removed": header["n_removed_records"] * 16,
         }
 
     def _check_files(self, verify: bool) -> None:
-        for name, expected in self._expected_sizes().items():
-            file = self.path / name
+        for kind, expected in self._expected_sizes().items():
+            file = self.file(kind)
             if not file.is_file():
-                raise IndexFormatError(f"{self.path} is incomplete: {name} is missing")
+                if not self.path.joinpath(HEADER).exists():
+                    raise FileNotFoundError(f"no index directory at {self.path}")
+                raise IndexFormatError(f"{self.path} is incomplete: {file.name} is missing")
             size = file.stat().st_size
             if size < expected:
                 raise IndexFormatError(
                     f"{file} is truncated: {size} bytes, the header commits {expected}"
                 )
-            if verify and _crc_file(file, expected) != self.header["crc32"][name]:
+            if verify and _crc_file(file, expected) != self.header["crc32"][kind]:
                 raise IndexFormatError(f"{file} is corrupted: its CRC-32 does not match the header")
+        if not self.file("metadata").is_file():
+            raise IndexFormatError(
+                f"{self.file('metadata')} is missing: the index has lost its metadata store"
+            )
 
-    def _rollback_uncommitted(self) -> None:
-        """Drop what a killed writer left past the commit point (when we may write)."""
-        for name, expected in self._expected_sizes().items():
-            file = self.path / name
-            if file.stat().st_size > expected and os.access(file, os.W_OK):
-                with open(file, "r+b") as handle:
-                    handle.truncate(expected)
-                    os.fsync(handle.fileno())
-        if (self.path / METADATA).exists():
-            try:
-                connection = self.metadata_connection()
-                with connection:
-                    connection.execute(
-                        "DELETE FROM items WHERE batch >= ?", (self.header["n_batches"],)
-                    )
-            except sqlite3.OperationalError as error:
-                if "readonly" not in str(error):
-                    raise IndexFormatError(
-                        f"{self.path / METADATA} cannot be read ({error})"
-                    ) from None
-                # read-only directory: uncommitted rows are filtered on read (batch column)
-            except sqlite3.DatabaseError as error:
-                raise IndexFormatError(
-                    f"{self.path / METADATA} is corrupted or not SQLite ({error})"
-                ) from None
+    def _recover(self) -> None:
+        """Under the writer lock: drop what a killed writer left past the commit point."""
+        for kind, expected in self._expected_sizes().items():
+            file = self.file(kind)
+            if file.stat().st_size > expected:
+                fd = os.open(file, os.O_RDWR)
+                try:
+                    os.ftruncate(fd, expected)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        current = set(self.header["files"].values())
+        for entry in self.path.iterdir():
+            name = entry.name
+            base = re.sub(r"-(wal|shm|journal)$", "", name)
+            stale_data = _GENERATION_FILE.fullmatch(name) and base not in current
+            if stale_data or _TEMP_HEADER.fullmatch(name):
+                entry.unlink(missing_ok=True)  # a killed compaction's or writer's leftovers
+        self._discard_uncommitted_metadata()
+
+    def _discard_uncommitted_metadata(self) -> None:
+        connection = self.metadata_connection()
+        try:
+            with connection:
+                connection.execute(
+                    "DELETE FROM items WHERE batch >= ?", (self.header["n_batches"],)
+                )
+        except sqlite3.DatabaseError as error:
+            if _is_disk_full(error):
+                raise IndexFullError(self.path, "cleaning up a failed write") from None
+            raise IndexFormatError(f"{self.file('metadata')} cannot be written ({error})") from None
+        self._dirty = False
+
+    # -- following a writer ------------------------------------------------------------
+    def poll(self) -> tuple[str, dict[str, Any]]:
+        """Re-read the header: ``("same"|"grown"|"replaced", previous header)``.
+
+        ``"grown"``: the files only grew past what this store had (the prefix CRCs agree);
+        ``"replaced"``: anything else (a compaction, or a prefix that changed): reload all.
+        """
+        previous = self.header
+        header = _read_header(self.path)
+        if header["commit"] == previous["commit"]:
+            return "same", previous
+        grown = header["files"] == previous["files"] and all(
+            header[key] >= previous[key] for key in ("n_rows", "n_removed_records", "n_batches")
+        )
+        if grown:
+            old = self._expected_sizes(previous)
+            new = self._expected_sizes(header)
+            for kind in ("codes", "ids", "removed"):
+                file = self.file(kind, header)
+                try:
+                    crc = _crc_file(file, new[kind], old[kind], previous["crc32"][kind])
+                except FileNotFoundError:
+                    grown = False
+                    break
+                if file.stat().st_size < new[kind] or crc != header["crc32"][kind]:
+                    grown = False
+                    break
+        if not grown:
+            return "replaced", previous
+        self.header = header
+        return "grown", previous
 
     # -- arrays -------------------------------------------------------------------------
     def read_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
@@ -212,90 +694,219 @@ class IndexStore:
         n_rows = self.header["n_rows"]
         nb = self.n_bytes
         mapped = n_rows * nb >= MMAP_THRESHOLD
-        if n_rows == 0:
-            codes = np.zeros((0, nb), dtype=np.uint8)
-            ids = np.zeros(0, dtype=np.int64)
-        elif mapped:
-            codes = np.memmap(self.path / CODES, dtype=np.uint8, mode="r", shape=(n_rows, nb))
-            ids = np.memmap(self.path / IDS, dtype="<i8", mode="r", shape=(n_rows,))
+        if mapped:
+            codes = np.memmap(self.file("codes"), dtype=np.uint8, mode="r", shape=(n_rows, nb))
+            ids = np.memmap(self.file("ids"), dtype="<i8", mode="r", shape=(n_rows,))
         else:
-            codes = np.fromfile(self.path / CODES, dtype=np.uint8, count=n_rows * nb)
-            codes = codes.reshape(n_rows, nb)
-            ids = np.fromfile(self.path / IDS, dtype="<i8", count=n_rows).astype(np.int64)
-        n_records = self.header["n_removed_records"]
-        removed = np.fromfile(self.path / REMOVED, dtype="<i8", count=2 * n_records)
-        return codes, ids, removed.reshape(n_records, 2).astype(np.int64), mapped
+            codes, ids = self.read_rows(0, n_rows)
+        return codes, ids, self.read_removals(0, self.header["n_removed_records"]), mapped
+
+    def read_rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        nb = self.n_bytes
+        if stop <= start:
+            return np.zeros((0, nb), dtype=np.uint8), np.zeros(0, dtype=np.int64)
+        with open(self.file("codes"), "rb") as handle:
+            handle.seek(start * nb)
+            codes = np.fromfile(handle, dtype=np.uint8, count=(stop - start) * nb)
+        with open(self.file("ids"), "rb") as handle:
+            handle.seek(start * 8)
+            ids = np.fromfile(handle, dtype="<i8", count=stop - start).astype(np.int64)
+        return codes.reshape(stop - start, nb), ids
+
+    def read_removals(self, start: int, stop: int) -> np.ndarray:
+        if stop <= start:
+            return np.zeros((0, 2), dtype=np.int64)
+        with open(self.file("removed"), "rb") as handle:
+            handle.seek(start * 16)
+            records = np.fromfile(handle, dtype="<i8", count=2 * (stop - start))
+        return records.reshape(stop - start, 2).astype(np.int64)
 
     # -- appends (each one a commit) ----------------------------------------------------
-    def append_rows(self, codes: np.ndarray, ids: np.ndarray, metadata: list | None) -> None:
+    def append_rows(
+        self, codes: np.ndarray, ids: np.ndarray, metadata: list[str | None] | None
+    ) -> None:
+        """Commit one batch; on any failure nothing of it is committed (and memory is kept)."""
+        self._require_writer()
         header = self.header
         code_bytes = np.ascontiguousarray(codes, dtype=np.uint8).tobytes()
         id_bytes = np.ascontiguousarray(ids, dtype="<i8").tobytes()
-        _append(self.path / CODES, header["n_rows"] * self.n_bytes, code_bytes)
-        _append(self.path / IDS, header["n_rows"] * 8, id_bytes)
         batch = header["n_batches"]
-        if metadata is not None:
-            rows = [
-                (int(item_id), batch, text)
-                for item_id, text in zip(ids.tolist(), metadata, strict=True)
-                if text is not None
-            ]
-            if rows:
-                connection = self.metadata_connection()
-                with connection:
-                    connection.executemany(
-                        "INSERT OR REPLACE INTO items(id, batch, json) VALUES (?, ?, ?)", rows
-                    )
-        header["crc32"][CODES] = zlib.crc32(code_bytes, header["crc32"][CODES])
-        header["crc32"][IDS] = zlib.crc32(id_bytes, header["crc32"][IDS])
-        header["n_rows"] += len(ids)
-        header["n_batches"] = batch + 1
-        if len(ids):
-            header["next_id"] = max(header["next_id"], int(ids.max()) + 1)
-        self.write_header()
+        step = "writing codes"
+        try:
+            if self._dirty:
+                self._discard_uncommitted_metadata()
+            _append(self.file("codes"), header["n_rows"] * self.n_bytes, code_bytes)
+            step = "writing ids"
+            _append(self.file("ids"), header["n_rows"] * 8, id_bytes)
+            step = "writing metadata"
+            rows = []
+            if metadata is not None:
+                rows = [
+                    (int(item_id), batch, text)
+                    for item_id, text in zip(ids.tolist(), metadata, strict=True)
+                    if text is not None
+                ]
+            self._dirty = True  # from here a failure may leave rows of this batch behind
+            connection = self.metadata_connection()
+            with connection:
+                # an orphan row of a removed id must not become the new item's metadata
+                connection.executemany(
+                    "DELETE FROM items WHERE id = ?", [(int(i),) for i in ids.tolist()]
+                )
+                connection.executemany(
+                    "INSERT OR REPLACE INTO items(id, batch, json) VALUES (?, ?, ?)", rows
+                )
+            step = "committing the header"
+            new = dict(header)
+            new["crc32"] = {
+                "codes": zlib.crc32(code_bytes, header["crc32"]["codes"]),
+                "ids": zlib.crc32(id_bytes, header["crc32"]["ids"]),
+                "removed": header["crc32"]["removed"],
+            }
+            new["n_rows"] = header["n_rows"] + len(ids)
+            new["n_batches"] = batch + 1
+            if len(ids):
+                new["next_id"] = max(header["next_id"], int(ids.max()) + 1)
+            self._commit(new, "adding items")
+            self._dirty = False
+        except IndexFullError:
+            raise
+        except (OSError, sqlite3.DatabaseError) as error:
+            if _is_disk_full(error):
+                raise IndexFullError(self.path, step) from None
+            raise
 
     def append_removals(self, ids: np.ndarray) -> None:
+        self._require_writer()
         header = self.header
         records = np.empty((len(ids), 2), dtype="<i8")
         records[:, 0] = ids
         records[:, 1] = header["n_rows"]
         data = records.tobytes()
-        _append(self.path / REMOVED, header["n_removed_records"] * 16, data)
-        header["crc32"][REMOVED] = zlib.crc32(data, header["crc32"][REMOVED])
-        header["n_removed_records"] += len(ids)
-        self.write_header()
-        # after the commit point: a crash here leaves orphan rows that reads never reach
-        connection = self.metadata_connection()
-        with connection:
-            connection.executemany("DELETE FROM items WHERE id = ?", [(int(i),) for i in ids])
+        try:
+            _append(self.file("removed"), header["n_removed_records"] * 16, data)
+            new = dict(header)
+            crc = zlib.crc32(data, header["crc32"]["removed"])
+            new["crc32"] = dict(header["crc32"], removed=crc)
+            new["n_removed_records"] = header["n_removed_records"] + len(ids)
+            self._commit(new, "removing items")
+        except IndexFullError:
+            raise
+        except OSError as error:
+            if _is_disk_full(error):
+                raise IndexFullError(self.path, "removing items") from None
+            raise
+        # after the commit point: failing here leaves orphan rows that reads never reach
+        try:
+            connection = self.metadata_connection()
+            with connection:
+                connection.executemany("DELETE FROM items WHERE id = ?", [(int(i),) for i in ids])
+        except sqlite3.DatabaseError:
+            pass
+
+    # -- compaction ---------------------------------------------------------------------
+    def replace_contents(
+        self,
+        codes: np.ndarray,
+        ids: np.ndarray,
+        metadata_rows: Iterable[tuple[int, str]],
+        next_id: int,
+        backend: dict[str, Any] | None = None,
+        n_bits: int | None = None,
+    ) -> None:
+        """Swap in a whole new generation of files (compaction, or ``save`` over an index).
+
+        New files first (fsynced), then the header naming them (the commit point), then the
+        old files go. A kill anywhere leaves exactly one complete generation in force.
+        """
+        self._require_writer()
+        header = self.header
+        generation = header["generation"] + 1
+        files = {
+            "codes": f"codes.g{generation}.bin",
+            "ids": f"ids.g{generation}.bin",
+            "removed": f"removed.g{generation}.bin",
+            "metadata": f"metadata.g{generation}.sqlite",
+        }
+        code_bytes = np.ascontiguousarray(codes, dtype=np.uint8).tobytes()
+        id_bytes = np.ascontiguousarray(ids, dtype="<i8").tobytes()
+        try:
+            for name in files.values():
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    (self.path / (name + suffix)).unlink(missing_ok=True)
+            _write_new_file(self.path / files["codes"], code_bytes)
+            _write_new_file(self.path / files["ids"], id_bytes)
+            _write_new_file(self.path / files["removed"], b"")
+            _create_metadata(
+                self.path / files["metadata"],
+                ((int(item_id), 0, text) for item_id, text in metadata_rows),
+            )
+            fsync_dir(self.path)
+            new = dict(header)
+            new.update(
+                files=files,
+                generation=generation,
+                n_rows=len(ids),
+                n_removed_records=0,
+                n_batches=1,
+                next_id=int(next_id),
+                crc32={"codes": zlib.crc32(code_bytes), "ids": zlib.crc32(id_bytes), "removed": 0},
+            )
+            if backend is not None:
+                new["backend"] = backend
+            if n_bits is not None:
+                new["n_bits"] = int(n_bits)
+            old_files = header["files"]
+            self._commit(new, "compacting the index")
+        except BaseException as error:
+            for name in files.values():
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    try:
+                        (self.path / (name + suffix)).unlink(missing_ok=True)
+                    except OSError:
+                        pass
+            if _is_disk_full(error) and not isinstance(error, IndexFullError):
+                raise IndexFullError(self.path, "compacting the index") from None
+            raise
+        # committed: the old generation is garbage (a kill from here on is cleaned at open)
+        if self._meta is not None:
+            self._meta.close()
+            self._meta = None
+        for name in old_files.values():
+            if name not in files.values():
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    (self.path / (name + suffix)).unlink(missing_ok=True)
+        fsync_dir(self.path)
+        self.metadata_connection()
 
     # -- metadata -----------------------------------------------------------------------
     def metadata_connection(self) -> sqlite3.Connection:
         if self._meta is None:
-            self._meta = open_metadata(self.path / METADATA)
+            self._meta = open_metadata(self.file("metadata"), readonly=not self.writable)
         return self._meta
+
+    def reopen_metadata(self) -> sqlite3.Connection:
+        """A fresh connection (after a reader saw the files replaced)."""
+        if self._meta is not None:
+            self._meta.close()
+            self._meta = None
+        return self.metadata_connection()
 
     def close(self) -> None:
         if self._meta is not None:
             self._meta.close()
             self._meta = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
-def open_metadata(path: str | Path) -> sqlite3.Connection:
-    """A metadata store (``":memory:"`` for an index that lives only in memory)."""
-    connection = sqlite3.connect(str(path), check_same_thread=False)
-    if str(path) != ":memory:":
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
-    connection.execute(
-        "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, batch INTEGER, json TEXT)"
-    )
-    connection.commit()
-    return connection
+def alive_mask(ids: np.ndarray, removed: np.ndarray, first_row: int = 0) -> np.ndarray | None:
+    """Replay the tombstone log: boolean alive flag per row, or ``None`` if all alive.
 
-
-def alive_mask(ids: np.ndarray, removed: np.ndarray) -> np.ndarray | None:
-    """Replay the tombstone log: boolean alive flag per row, or ``None`` if all alive."""
+    ``ids`` are the ids of rows ``first_row, first_row + 1, ...`` (a refresh replays only new
+    rows against the new records).
+    """
     if removed.shape[0] == 0:
         return None
     removed_ids = removed[:, 0]
@@ -305,5 +916,5 @@ def alive_mask(ids: np.ndarray, removed: np.ndarray) -> np.ndarray | None:
     candidates = np.nonzero(np.isin(ids, unique_ids))[0]
     where = np.searchsorted(unique_ids, ids[candidates])
     alive = np.ones(ids.shape[0], dtype=bool)
-    alive[candidates[latest[where] > candidates]] = False
+    alive[candidates[latest[where] > candidates + first_row]] = False
     return alive
