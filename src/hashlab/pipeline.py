@@ -97,15 +97,18 @@ def method_inputs(
     kind = model.input_kind
     backbone = backbone or model_backbone(model)
     given = (precomputed or {}).get(kind)
-    if given is not None:
-        dataset = replace(dataset, features=np.asarray(given))
     if kind == "pixels":
         if dataset.image_paths is None and dataset.images is None:
             raise DataError(f"{model.name} trains on images and {dataset.name} has none")
         inputs = replace(dataset, features=None, info=dict(dataset.info))
     elif kind in ("features", "feature_maps", "paired_text"):
-        maps = kind == "feature_maps"
-        features, source = dataset_features(dataset, backbone, weights, progress, feature_map=maps)
+        if given is not None:
+            features = np.asarray(given)
+            source = dataset.info.get("feature_source", "features given to the pipeline")
+        else:
+            maps = kind == "feature_maps"
+            features, source = dataset_features(dataset, backbone, weights, progress,
+                                                feature_map=maps)  # fmt: skip
         info = {**dataset.info, "feature_source": source}
         if dataset.features is None:
             info["backbone"] = backbone

@@ -284,7 +284,8 @@ def small_cnn(weights: str | None = None) -> Backbone:
         nn.Flatten(),
     )
     torch.random.set_rng_state(generator_state)
-    return Backbone("small_cnn", net, 32, 32, (127.5,) * 3, (127.5,) * 3, None)
+    # the last conv map (N, 32, 8, 8) before pooling, for region-map methods (IDEA) in tests
+    return Backbone("small_cnn", net, 32, 32, (127.5,) * 3, (127.5,) * 3, net[:4])
 
 
 @register_backbone("digit_pixels")

@@ -77,8 +77,11 @@ class DeepHashConfig:
     patience: int | None = 10
     validation_metric: str = "map@all"  # checkpoint selection: the table's headline metric
     validation_fraction: float = 0.1
-    head_hidden: int = 0  # 0: one linear hash layer on the features, as the papers' fc8
-    dropout: float = 0.0
+    # the default CPU protocol (issue 14): a small MLP head (features -> 1024 -> K, ReLU,
+    # dropout) on frozen backbone features, the analogue of the papers' fine-tuned fc6-fc8;
+    # head_hidden=0 is one linear hash layer (the papers' fc8 alone), kept as an ablation
+    head_hidden: int = 1024
+    dropout: float = 0.5
     mode: str = "frozen"
     backbone: str = DEFAULT_BACKBONE
     backbone_weights: str | None = None
@@ -408,10 +411,14 @@ class DeepHashMethod(HashMethod):
                 return source, backbone.feature_dim, f"{config.backbone} (fine-tuned)"
             from hashlab.backbones.features import dataset_features
 
-            features, source_text = dataset_features(
-                x, config.backbone, config.backbone_weights, progress=config.progress,
-                feature_map=self.input_kind == "feature_maps",
-            )  # fmt: skip
+            if x.features is not None:  # prepared by the pipeline (vectors or region maps)
+                features = np.asarray(x.features, dtype=np.float32)
+                source_text = x.info.get("feature_source", "features shipped with the data set")
+            else:
+                features, source_text = dataset_features(
+                    x, config.backbone, config.backbone_weights, progress=config.progress,
+                    feature_map=self.input_kind == "feature_maps",
+                )  # fmt: skip
             features = check_features(self.input_features(features))
             return FeatureInputs(features), features.shape[1], source_text
         if config.mode == "finetune":

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hashlab.errors import InputError
 from hashlab.losses.idea import binarize, idea_loss
 from hashlab.methods.deep.tagged import TagSupervisedConfig, TagSupervisedMethod
 from hashlab.methods.registry import register
@@ -137,7 +138,7 @@ class IDEA(TagSupervisedMethod):
         maps = np.asarray(features, dtype=np.float32)
         if maps.ndim == 2:  # already pooled vectors (only meaningful for IDEA-A)
             if self.hparams.attention:
-                raise ValueError("IDEA needs region feature maps (N, C, H, W), got (N, D)")
+                raise InputError("IDEA needs region feature maps (N, C, H, W), got (N, D)")
             return maps
         return context_pool(maps, self.hparams.attention, self.hparams.attention_temperature)
 
