@@ -4,6 +4,23 @@
 """
 
 from hashlab.index.hamming_index import BACKENDS, HammingIndex
-from hashlab.index.storage import IndexFormatError
+from hashlab.index.filters import FilterError, parse_filter
+from hashlab.index.storage import (
+    IndexFormatError,
+    IndexFullError,
+    IndexLockedError,
+    IndexReadOnlyError,
+    MetadataError,
+)
 
-__all__ = ["BACKENDS", "HammingIndex", "IndexFormatError"]
+__all__ = [
+    "BACKENDS",
+    "FilterError",
+    "HammingIndex",
+    "IndexFormatError",
+    "IndexFullError",
+    "IndexLockedError",
+    "IndexReadOnlyError",
+    "MetadataError",
+    "parse_filter",
+]
