@@ -211,8 +211,13 @@ def table_spec(name: str, quick: bool = False) -> TableSpec:
         raise ValueError(f"unknown table {name!r}; known tables: {', '.join(TABLES)}")
     spec = TABLES[name]
     if quick:
-        spec = replace(spec, bits=spec.bits[:1], budget=spec.quick_budget, n_trials=2,
-                       name=f"{spec.name} (quick)")  # fmt: skip
+        spec = replace(
+            spec,
+            bits=spec.bits[:1],
+            budget=spec.quick_budget,
+            n_trials=2,
+            name=f"{spec.name} (quick)",
+        )
     return spec
 
 
@@ -332,6 +337,7 @@ class Harness:
         self._check_out_dir(resume)
         # who trains a trial: replaceable so tests can watch the indices it is given
         self.trial_runner: TrialRunner = self.run_trial
+        self.jobs = 1  # worker processes that made the table (main's --jobs)
         self._best_trial: dict[tuple[str, int], tuple[float, dict[str, Any], Any, Any]] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -608,6 +614,7 @@ class Harness:
             "convergence": CONVERGENCE_RULE,
             "verdict_rule": VERDICT_RULE,
             "wall_seconds": round(seconds, 1),
+            "worker_processes": self.jobs,
             "hashlab_version": hashlab.__version__,
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -843,6 +850,19 @@ def main(argv: list[str] | None = None) -> int:
         help="torch threads (default 1: on a shared 2-core machine two threads "
         "spin-wait on each other and train ~10x slower than one)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="run the bit lengths in this many worker processes (their parts "
+        "in OUT/parts/), then merge them into one table",
+    )
+    parser.add_argument(
+        "--merge-only",
+        action="store_true",
+        help="merge the parts already in OUT/parts/ (e.g. of stopped workers) "
+        "into the table without running anything",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -867,10 +887,87 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m hashlab.bench.harness " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
-    harness = Harness(spec, args.out, command=command, resume=args.resume, data_root=args.data_root)
-    result = harness.run()
+    if args.jobs > 1 or args.merge_only:
+        result = _run_in_parts(spec, args, command)
+    else:
+        harness = Harness(
+            spec, args.out, command=command, resume=args.resume, data_root=args.data_root
+        )
+        result = harness.run()
     print(render_markdown(result))
     return 0
+
+
+def _run_in_parts(spec: TableSpec, args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Bit lengths split over ``args.jobs`` worker processes, each a harness of its own in
+    ``OUT/parts/bits-...`` (log in ``log.txt`` there), merged into ``OUT`` at the end."""
+    import subprocess
+
+    started = time.perf_counter()
+    parts = Path(args.out) / "parts"
+    groups = [spec.bits[i :: args.jobs] for i in range(max(1, args.jobs))]
+    groups = [g for g in groups if g]
+    if not args.merge_only:
+        workers = []
+        for group in groups:
+            folder = parts / ("bits-" + "-".join(map(str, group)))
+            folder.mkdir(parents=True, exist_ok=True)
+            worker = [
+                sys.executable,
+                "-m",
+                "hashlab.bench.harness",
+                "--table",
+                args.table,
+                "--out",
+                str(folder),
+                "--bits",
+                ",".join(map(str, group)),
+                "--rows",
+                ",".join(r.label for r in spec.rows),
+                "--seeds",
+                ",".join(map(str, spec.seeds)),
+                "--n-trials",
+                str(spec.n_trials),
+                "--epochs",
+                str(spec.budget.epochs),
+                "--metric",
+                spec.metric,
+                "--threads",
+                str(args.threads),
+            ]
+            worker += ["--quick"] * args.quick + ["--resume"] * args.resume
+            worker += ["--data-root", args.data_root] if args.data_root else []
+            log = open(folder / "log.txt", "a")
+            workers.append((subprocess.Popen(worker, stdout=log, stderr=subprocess.STDOUT), log))
+            print(
+                f"worker {workers[-1][0].pid}: bits {group}, log {folder / 'log.txt'}", flush=True
+            )
+        failed = []
+        for process, log in workers:
+            if process.wait() != 0:
+                failed.append(process.args)
+            log.close()
+        if failed:
+            raise RuntimeError(f"{len(failed)} worker(s) failed; see the log.txt files in {parts}")
+    harness = Harness(spec, args.out, command=command, resume=args.resume, data_root=args.data_root)
+    for folder in sorted(parts.glob("bits-*")):
+        for line in _read_lines(folder / "tuning.jsonl"):
+            if (line["row"], line["bits"]) not in harness.tunings:
+                harness.tunings[(line["row"], line["bits"])] = line
+                harness._append("tuning.jsonl", line)
+        for line in _read_lines(folder / "runs.jsonl"):
+            if (line["row"], line["bits"], line["seed"]) not in harness.runs:
+                harness.runs[(line["row"], line["bits"], line["seed"])] = line
+                harness._append("runs.jsonl", line)
+    harness.jobs = len(groups)
+    # the parts ran side by side: the table took as long as the longest of them
+    part_seconds = [
+        json.loads((f / "spec.json").read_text()).get("seconds", 0.0)
+        for f in parts.glob("bits-*")
+        if (f / "spec.json").is_file()
+    ]
+    elapsed = max([time.perf_counter() - started, *part_seconds]) - harness.seconds_before
+    return harness.write(max(0.0, elapsed))
 
 
 if __name__ == "__main__":
