@@ -61,6 +61,12 @@ class EDDHConfig(DeepHashConfig):
     label_transfer: bool = True
     pairing: str = "asymmetric"  # or "symmetric"
 
+    @classmethod
+    def search_space(cls) -> dict[str, tuple]:
+        """For the bench harness: lr (around the 1e-2 default) and the weights lam, gamma."""
+        return {"lr": ("float", 1e-3, 1e-1, "log"), "lam": ("float", 0.01, 10.0, "log"),
+                "gamma": ("float", 0.01, 10.0, "log")}  # fmt: skip
+
     def __post_init__(self) -> None:
         super().__post_init__()
         choices = {"similarity": ("continuous", "binary"), "codes": ("discrete", "relaxed"),

@@ -120,6 +120,14 @@ class IDEAConfig(TagSupervisedConfig):
     attention_temperature: float = 1.0
     reduction: str = "mean"  # the paper sums (see the module docstring)
 
+    @classmethod
+    def search_space(cls) -> dict[str, tuple]:
+        """For the bench harness: lr (the paper's 0.01 is for summed losses; see the module
+        docstring) and the loss weights lambda1, lambda3, lambda4."""
+        return {"lr": ("float", 1e-3, 0.3, "log"), "lambda1": ("float", 0.1, 10.0, "log"),
+                "lambda3": ("float", 0.1, 10.0, "log"),
+                "lambda4": ("float", 1e-3, 0.1, "log")}  # fmt: skip
+
 
 @register("idea")
 class IDEA(TagSupervisedMethod):

@@ -88,6 +88,12 @@ class PCAEGANConfig(DeepHashConfig):
     code_pairs: int = 4096
     sample_dir: str | None = None
 
+    @classmethod
+    def search_space(cls) -> dict[str, tuple]:
+        """For the bench harness: the hash network's lr and lambda (the gradient-penalty
+        weight of Eq. 7 and 11, which the paper does not print)."""
+        return {"lr": ("float", 1e-4, 1e-2, "log"), "gp_weight": ("float", 1.0, 30.0, "log")}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.hash_losses not in ("cauchy", "cosine"):
