@@ -8,10 +8,16 @@ batch and asserts that weights and codes agree within float tolerance. Pairwise 
 losses (DCH, DHN, DSH, DNNH, HashNet, IDEA...) only match because the loss sees the other
 rank's codes (the differentiable all-gather); a control shows that half-batches alone give
 clearly different weights, so the tolerance is far below what a wrong gather would produce.
+The same launch then runs ``hashlab train`` (what ``torchrun -m hashlab train`` runs) and
+checks that rank 0 alone saved and printed, and that the model equals a one-process run.
+
+Dropout is off: one process draws one mask per item of the global batch, two ranks draw
+masks for their halves, so no run with dropout can match bit for bit.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -20,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+import hashlab
 
 HERE = Path(__file__).resolve()
 BATCH = 64
@@ -86,13 +94,23 @@ def _result(model: object, data: dict[str, np.ndarray]) -> dict[str, object]:
     }
 
 
+def cli_train(out: Path) -> list[str]:
+    """``hashlab train`` arguments of the command-line case (dropout off: see the docstring)."""
+    return ["train", "--method", "dpsh", "--dataset", "digits", "--epochs", "2", "--bits", "16",
+            "--device", "cpu", "--param", "dropout=0", "--out", str(out)]  # fmt: skip
+
+
 def _worker(out: Path) -> None:
-    """One rank of the torchrun launch: train every case, rank 0 saves the results."""
+    """One rank of the torchrun launch: train every case, rank 0 saves the results; then
+    ``hashlab train`` itself, as ``torchrun -m hashlab train`` would run it."""
+    from hashlab.cli import main
+
     torch.set_num_threads(1)
     data = _digits()
     results = {case: _result(train_case(case, data), data) for case in CASES}
     if int(os.environ["RANK"]) == 0:
         torch.save(results, out)
+    assert main(cli_train(out.with_name("cli_model"))) == 0
 
 
 def _free_port() -> int:
@@ -134,6 +152,20 @@ def test_two_cpu_processes_train_every_deep_method_like_one(tmp_path, monkeypatc
                 assert abs(one["loss"] - two["loss"]) < 1e-4 * max(1.0, abs(one["loss"])), case
                 score = "validation_map@all"
                 assert abs(one[score] - two[score]) < 1e-6, case  # rank 0's score, broadcast
+
+        # the command line: one model directory, written by rank 0, printed once
+        from hashlab.cli import main
+
+        assert main(cli_train(tmp_path / "cli_single")) == 0
+        assert launch.stdout.count("saved ") == 1, launch.stdout
+        one, two = (json.loads((tmp_path / d / "config.json").read_text())
+                    for d in ("cli_single", "cli_model"))  # fmt: skip
+        for key in ("map@all", "map@r2"):
+            assert abs(one["extra"]["test_scores"][key] - two["extra"]["test_scores"][key]) < 1e-3
+        trained = [hashlab.load(tmp_path / d).network_.state_dict() for d in
+                   ("cli_single", "cli_model")]  # fmt: skip
+        for key, value in trained[0].items():
+            assert torch.allclose(trained[1][key], value, atol=2e-5, rtol=1e-4), key
 
         # control: what each rank would learn from its half-batch alone is far outside the
         # tolerance above, so matching means the loss really saw the global batch

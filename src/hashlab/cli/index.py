@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from hashlab.cli import sharded
 from hashlab.cli.common import UserError, print_json
 from hashlab.pipeline import read_build_record
 
@@ -33,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--metadata", help="CSV with a 'path' column and fields per image")
     build.add_argument("--out", required=True, help="index directory to create")
     build.add_argument("--batch-size", type=int, default=BUILD_BATCH, help="images per commit")
+    sharded.add_arguments(build)  # --workers N: resumable shards (hashlab.sharded_encode)
     build.set_defaults(func=run_build)
 
     info = commands.add_parser("info", help="print size, engine and layout of an index")
@@ -65,6 +67,8 @@ def run_build(args: argparse.Namespace) -> int:
 
     from hashlab import pipeline
 
+    if sharded.wanted(args):
+        return sharded.run_build(args)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     if Path(args.out).exists():

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hashlab.backbones.registry import DEFAULT_BACKBONE
+from hashlab.cli import sharded
 from hashlab.cli.common import UserError, add_tag_arguments
 
 
@@ -62,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     encode.add_argument("--images", required=True, help="folder of images")
     encode.add_argument("--out", required=True, help="codes file (.npy)")
     encode.add_argument("--batch-size", type=int, default=256)
+    sharded.add_arguments(encode)  # --workers N: resumable shards (hashlab.sharded_encode)
     encode.set_defaults(func=run_encode)
 
 
@@ -157,6 +159,8 @@ def run_encode(args: argparse.Namespace) -> int:
     import hashlab
     from hashlab import pipeline
 
+    if sharded.wanted(args):
+        return sharded.run_encode(args)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     model = hashlab.load(args.model)
