@@ -340,6 +340,45 @@ static int hits_push(hl_hits *h, int64_t row, int32_t d) {
     return 0;
 }
 
+/* Sort (key, row) items by key: inlined quicksort (median of three) with insertion sort for
+ * short runs; several times faster than qsort's comparator calls on the hit lists. */
+static void sort_by_key(hl_item *a, int64_t n) {
+    while (n > 24) {
+        int64_t mid = n / 2;
+        int64_t ka = a[0].key, kb = a[mid].key, kc = a[n - 1].key;
+        int64_t pivot = ka < kb ? (kb < kc ? kb : (ka < kc ? kc : ka))
+                                : (ka < kc ? ka : (kb < kc ? kc : kb));
+        int64_t i = 0, j = n - 1;
+        while (i <= j) {
+            while (a[i].key < pivot) i++;
+            while (a[j].key > pivot) j--;
+            if (i <= j) {
+                hl_item t = a[i];
+                a[i++] = a[j];
+                a[j--] = t;
+            }
+        }
+        /* recurse into the smaller part, loop on the larger: stack depth O(log n) */
+        if (j + 1 < n - i) {
+            sort_by_key(a, j + 1);
+            a += i;
+            n -= i;
+        } else {
+            sort_by_key(a + i, n - i);
+            n = j + 1;
+        }
+    }
+    for (int64_t i = 1; i < n; i++) {
+        hl_item t = a[i];
+        int64_t j = i - 1;
+        while (j >= 0 && a[j].key > t.key) {
+            a[j + 1] = a[j];
+            j--;
+        }
+        a[j + 1] = t;
+    }
+}
+
 /* Counting sort of one query's hits by distance (0..radius) into out, ties by key. */
 static int emit_sorted(const int64_t *rows, const int32_t *d, int64_t n, int radius,
                        const int64_t *keys, int64_t *out_rows, int32_t *out_d) {
@@ -372,7 +411,7 @@ static int emit_sorted(const int64_t *rows, const int32_t *d, int64_t n, int rad
             tmp[i - a].key = keys[out_rows[i]];
             tmp[i - a].row = out_rows[i];
         }
-        qsort(tmp, (size_t)(b - a), sizeof(hl_item), cmp_key);
+        sort_by_key(tmp, b - a);
         for (int64_t i = a; i < b; i++) out_rows[i] = tmp[i - a].row;
         free(tmp);
     }
@@ -627,6 +666,35 @@ HL_INLINE uint64_t next_combination(uint64_t x) {
         }                                                                                  \
     } while (0)
 
+/* Table 0 without a permutation holds its buckets as contiguous row ranges: visit the
+ * buckets exactly `rho` flips from `qkey` and hand each range to the dispatched (vector)
+ * filter in pieces of at most `piece` rows; EMIT(row, d) runs for rows with d <= *THRESH
+ * (re-read per piece, so a k-NN threshold that tightens is used at once). */
+#define SORTED_TABLE_PROBE(RHO, QKEY, QP, THRESH, PIECE, CROW, CD, EMIT)                     \
+    do {                                                                                   \
+        const uint32_t *dir_ = dirs[0];                                                    \
+        uint64_t limit_ = 1ull << key_bits;                                                \
+        uint64_t mask_ = (RHO) == 0 ? 0 : ((1ull << (RHO)) - 1);                           \
+        filter_fn filter_ = g_filter;                                                      \
+        while (mask_ < limit_) {                                                           \
+            uint32_t key_ = (QKEY) ^ (uint32_t)mask_;                                      \
+            mask_ = (RHO) == 0 ? limit_ : next_combination(mask_);                         \
+            if (mask_ < limit_) __builtin_prefetch(dir_ + ((QKEY) ^ (uint32_t)mask_));     \
+            probes_++;                                                                     \
+            int64_t b0_ = dir_[key_], b1_ = dir_[key_ + 1];                                \
+            for (int64_t c0_ = b0_; c0_ < b1_; c0_ += (PIECE)) {                           \
+                int64_t c1_ = c0_ + (PIECE) < b1_ ? c0_ + (PIECE) : b1_;                   \
+                int64_t n_ = filter_(db, nb, (QP), c0_, c1_, (THRESH), (CROW), (CD));      \
+                for (int64_t i_ = 0; i_ < n_; i_++) {                                      \
+                    int64_t row = c0_ + (CROW)[i_];                                        \
+                    int32_t d = (CD)[i_];                                                  \
+                    if (is_skipped(skip, row)) continue;                                   \
+                    EMIT                                                                   \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+    } while (0)
+
 /* Hits of queries [qa, qe) appended to h (query order), counts per query into counts. */
 HL_INLINE int range_collect_impl(const hl_range_job *job, int64_t qa, int64_t qe, hl_hits *h,
                                  int64_t *counts, int32_t *crow, int32_t *cd) {
@@ -655,6 +723,8 @@ HL_INLINE int range_collect_impl(const hl_range_job *job, int64_t qa, int64_t qe
     }
     const int m = job->m, key_bits = job->key_bits;
     const uint32_t **dirs = job->dirs, **perms = job->perms;
+    int64_t piece = HL_CHUNK_BYTES / nb;
+    if (piece < 256) piece = 256;
     int rho_max = radius / m;
     if (rho_max > key_bits) rho_max = key_bits;
     uint32_t qkey[64];
@@ -666,6 +736,17 @@ HL_INLINE int range_collect_impl(const hl_range_job *job, int64_t qa, int64_t qe
         for (int j = 0; j < m; j++) {
             for (int rho = 0; rho <= rho_max; rho++) {
                 int err = 0;
+                if (j == 0 && perms[0] == NULL) {
+                    /* the first table has nothing to de-duplicate against */
+                    SORTED_TABLE_PROBE(rho, qkey[0], qp, radius, piece, crow, cd, {
+                        if (hits_push(h, row, d)) {
+                            err = 1;
+                            break;
+                        }
+                    });
+                    if (err) return -1;
+                    continue;
+                }
                 MIH_FOR_EACH_ROW(j, qkey[j], rho, {
                     if (is_skipped(skip, row)) continue;
                     const uint8_t *p = db + row * nb;
@@ -908,7 +989,9 @@ static double binomial(int n, int r) {
 
 HL_INLINE int mih_knn_impl(const hl_range_job *job, int64_t qi, int k, double budget,
                            double mean_bucket, int32_t *out_d, int64_t *out_r, uint8_t *failed,
-                           int64_t *hist) {
+                           int64_t *hist, int32_t *crow, int32_t *cd) {
+    int64_t piece = HL_CHUNK_BYTES / job->nb;
+    if (piece < 256) piece = 256;
     const uint8_t *db = job->db, *skip = job->skip;
     const int nb = job->nb, nbits = job->nbits, m = job->m, key_bits = job->key_bits;
     const uint32_t **dirs = job->dirs, **perms = job->perms;
@@ -928,7 +1011,14 @@ HL_INLINE int mih_knn_impl(const hl_range_job *job, int64_t qi, int k, double bu
             break;
         }
         int64_t probes_ = 0, verified = 0;
-        for (int j = 0; j < m; j++) {
+        if (m == 1 && perms[0] == NULL && crow != NULL) {
+            /* bucket hashing on the sorted rows: nothing to de-duplicate */
+            SORTED_TABLE_PROBE(rho, qkey[0], qp, s.tau, piece, crow, cd, {
+                verified++;
+                topk_push(&s, d, keys[row], row, k, nbits, hist);
+            });
+        }
+        for (int j = 0; j < m && !(m == 1 && perms[0] == NULL && crow != NULL); j++) {
             MIH_FOR_EACH_ROW(j, qkey[j], rho, {
                 if (is_skipped(skip, row)) continue;
                 const uint8_t *p = db + row * nb;
@@ -958,19 +1048,21 @@ HL_INLINE int mih_knn_impl(const hl_range_job *job, int64_t qi, int k, double bu
 }
 
 typedef int (*knn_fn)(const hl_range_job *, int64_t, int, double, double, int32_t *, int64_t *,
-                      uint8_t *, int64_t *);
+                      uint8_t *, int64_t *, int32_t *, int32_t *);
 
 static int mih_knn_plain(const hl_range_job *job, int64_t qi, int k, double budget, double mb,
-                         int32_t *out_d, int64_t *out_r, uint8_t *failed, int64_t *hist) {
-    return mih_knn_impl(job, qi, k, budget, mb, out_d, out_r, failed, hist);
+                         int32_t *out_d, int64_t *out_r, uint8_t *failed, int64_t *hist,
+                         int32_t *crow, int32_t *cd) {
+    return mih_knn_impl(job, qi, k, budget, mb, out_d, out_r, failed, hist, crow, cd);
 }
 
 #if HL_X86
 __attribute__((target("popcnt"))) static int mih_knn_popcnt(const hl_range_job *job, int64_t qi,
                                                              int k, double budget, double mb,
                                                              int32_t *out_d, int64_t *out_r,
-                                                             uint8_t *failed, int64_t *hist) {
-    return mih_knn_impl(job, qi, k, budget, mb, out_d, out_r, failed, hist);
+                                                             uint8_t *failed, int64_t *hist,
+                                                             int32_t *crow, int32_t *cd) {
+    return mih_knn_impl(job, qi, k, budget, mb, out_d, out_r, failed, hist, crow, cd);
 }
 #endif
 
@@ -1010,11 +1102,17 @@ static PyObject *py_mih_knn(PyObject *self, PyObject *args) {
 #pragma omp parallel num_threads(nthreads) reduction(| : err)
         {
             int64_t *hist = malloc(sizeof(int64_t) * (nbits + 2));
-            int bad = !hist;
+            int64_t piece = HL_CHUNK_BYTES / nb < 256 ? 256 : HL_CHUNK_BYTES / nb;
+            int32_t *crow = malloc(sizeof(int32_t) * piece), *cd = malloc(sizeof(int32_t) * piece);
+            int bad = !hist || !crow || !cd;
 #pragma omp for schedule(dynamic, 4)
             for (int64_t qi = 0; qi < nq; qi++)
-                if (!bad) bad |= g_mih_knn(&job, qi, k, budget, mean_bucket, out_d, out_r, failed, hist);
+                if (!bad)
+                    bad |= g_mih_knn(&job, qi, k, budget, mean_bucket, out_d, out_r, failed, hist,
+                                     crow, cd);
             free(hist);
+            free(crow);
+            free(cd);
             err |= bad;
         }
         Py_END_ALLOW_THREADS;
