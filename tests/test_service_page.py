@@ -246,3 +246,71 @@ def test_page_searches_by_photo_and_adds_a_photo(
         if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]
     ]
     assert not errors, errors
+
+
+def test_page_filters_by_site_and_date_pages_and_explains_text_search(
+    server: dict, browser: webdriver.Chrome, deployment: dict
+) -> None:
+    """The site / date fields build the filter the server applies; paging; text message."""
+    from hashlab.codes import codes_to_hex
+
+    url, images = server["url"], deployment["images"]
+    surveyed = [("A12", "2024-03-01"), ("A12", "2025-01-10"), ("B7", "2024-06-01")]
+    added = []
+    for position, (site, date) in enumerate(surveyed):
+        response = httpx.post(
+            url + "/items",
+            files={"image": ("s.png", png_bytes(images[N_INDEXED + 6 + position]), "image/png")},
+            data={"metadata": f'{{"site": "{site}", "date": "{date}"}}'},
+            headers={"X-Token": TOKEN},
+            timeout=120,
+        )
+        assert response.status_code == 201, response.text
+        added.append(response.json())
+    browser.get(url + "/")
+    wait_for(browser, lambda d: f"{N_INDEXED + 3} items" in text_of(d, "stats"), "no stats")
+    # an image-only model: the page says text search needs a text side, and so does a try
+    assert "text side" in text_of(browser, "text-note")
+    text_box = browser.find_element(By.ID, "text")
+    text_box.send_keys("street lamp\n")
+    wait_for(browser, lambda d: "text side" in text_of(d, "message"), "no text-search message")
+    assert browser.find_element(By.ID, "message").get_attribute("class") == "error"
+    text_box.clear()
+
+    # site A12 in 2024: only the first surveyed photo, whatever the query
+    browser.find_element(By.ID, "site").send_keys("A12")
+    browser.execute_script(
+        "document.getElementById('date-from').value = '2024-01-01';"
+        "document.getElementById('date-to').value = '2024-12-31';"
+    )
+    code_box = browser.find_element(By.ID, "code")
+    code_box.send_keys(added[1]["code"] + "\n")
+    wait_for(browser, lambda d: "matching" in text_of(d, "message"), "no filtered results")
+    message = text_of(browser, "message")
+    assert "site == 'A12' and date >= '2024-01-01' and date <= '2024-12-31'" in message
+    assert [c["id"] for c in result_cards(browser)] == [added[0]["id"]]
+    assert "site: A12" in result_cards(browser)[0]["lines"]
+
+    # no filter: 20 per page, "next" shows ranks 21-40 of the brute-force ranking
+    browser.find_element(By.ID, "site").clear()
+    browser.execute_script(
+        "document.getElementById('date-from').value = '';"
+        "document.getElementById('date-to').value = '';"
+    )
+    code_box.clear()
+    query_hex = codes_to_hex(deployment["codes"][17:18])[0]
+    code_box.send_keys(query_hex + "\n")
+    wait_for(browser, lambda d: "(1–20 of" in text_of(d, "message"), "no first page")
+    first_page = [c["id"] for c in result_cards(browser)]
+    browser.find_element(By.ID, "next").click()
+    wait_for(browser, lambda d: "(21–40 of" in text_of(d, "message"), "no second page")
+    second_page = [c["id"] for c in result_cards(browser)]
+    body = httpx.post(url + "/search", json={"code": query_hex, "k": 40}).json()
+    assert first_page + second_page == [h["id"] for h in body["results"]]
+    assert browser.find_element(By.ID, "prev").is_enabled()
+    errors = [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]
+    ]
+    assert not errors, errors
