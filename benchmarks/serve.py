@@ -23,6 +23,16 @@ lock held, queueing excluded; last 2,000).
 
     python benchmarks/serve.py                      # 1M x 64 bits, k = 10, 8 clients, 20 s
     python benchmarks/serve.py --n-items 100000 --seconds 5 --out /tmp/serve.md   # quick
+
+``--soak`` runs one bounded mixed phase instead (``--seconds`` long, ``--clients`` workers):
+each request is drawn from a fixed mix (hex-code k-NN, filtered k-NN, radius pages, image
+uploads, authorised adds, and hostile requests: broken and deeply nested JSON, oversized
+bodies, ids past int64), and the report gives p50 / p99 per kind, the errors (a 5xx, or a
+status other than the one that kind must get; an oversized body whose connection the
+server closed mid-send counts as refused, since that is the early 413 working) and the
+server's resident memory sampled every second, so a leak or a stall shows as a trend:
+
+    python benchmarks/serve.py --soak --n-items 100000 --seconds 120 --out /tmp/soak.md
 """
 
 from __future__ import annotations
@@ -110,10 +120,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(model: Path, index: Path, port: int) -> subprocess.Popen:
+def start_server(
+    model: Path, index: Path, port: int, token: str | None = None
+) -> subprocess.Popen:
     command = [sys.executable, "-m", "hashlab", "serve", "--model", str(model),
                "--index", str(index), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {key: value for key, value in os.environ.items() if key != "HASHLAB_TOKEN"}
+    if token is not None:
+        env["HASHLAB_TOKEN"] = token  # never on the command line (visible in ps)
+    server = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     deadline = time.monotonic() + 180
     while True:
         try:
@@ -211,6 +228,184 @@ def table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+SOAK_TOKEN = "soak-token"
+#: (kind, weight, status it must get); hostile kinds must get their 4xx, never a 5xx
+SOAK_MIX = [
+    ("code k-NN", 40, 200),
+    ("filtered k-NN", 10, 200),
+    ("radius page", 10, 200),
+    ("image upload", 10, 200),
+    ("add (token)", 5, 201),
+    ("broken JSON", 5, 400),
+    ("nested JSON", 5, 400),
+    ("oversized body", 5, 413),
+    ("id past int64", 5, 400),
+    ("health", 5, 200),
+]
+
+
+async def soak_phase(
+    url: str, pid: int, clients: int, seconds: float, query_codes: list[str],
+    query_pngs: list[bytes], k: int, seed: int,
+) -> dict:  # fmt: skip
+    """Mixed requests from ``clients`` workers for ``seconds``; RSS sampled every second."""
+    kinds = [kind for kind, weight, _ in SOAK_MIX for _ in range(weight)]
+    expected = {kind: status for kind, _, status in SOAK_MIX}
+    latencies: dict[str, list[float]] = {kind: [] for kind, _, _ in SOAK_MIX}
+    errors: dict[str, list[str]] = {kind: [] for kind, _, _ in SOAK_MIX}
+    rss: list[tuple[float, float | None]] = []
+    nested = b'{"code": ' + b"[" * 900 + b"]" * 900 + b"}"
+    oversized = b"x" * (2 * 1024 * 1024)
+    auth = {"X-Token": SOAK_TOKEN}
+
+    async def send(client: httpx.AsyncClient, kind: str, i: int) -> httpx.Response:
+        code = query_codes[i % len(query_codes)]
+        if kind == "code k-NN":
+            return await client.post("/search", json={"code": code, "k": k})
+        if kind == "filtered k-NN":
+            return await client.post(
+                "/search", json={"code": code, "k": k, "filter": "lat >= 48.5 and lon < 3"}
+            )
+        if kind == "radius page":
+            body = {"code": code, "radius": 2, "limit": 20, "offset": 20 * (i % 3)}
+            return await client.post("/search", json=body)
+        if kind in ("image upload", "add (token)"):
+            png = query_pngs[i % len(query_pngs)]
+            files = {"image": ("q.png", png, "image/png")}
+            if kind == "image upload":
+                return await client.post("/search", files=files, data={"k": str(k)})
+            return await client.post(
+                "/items", files=files, data={"metadata": f'{{"soak": {i}}}'}, headers=auth
+            )
+        if kind == "broken JSON":
+            return await client.post(
+                "/search", content=b'{"code": "' + b"A" * 5000, headers={"content-type":
+                                                                          "application/json"}
+            )  # fmt: skip
+        if kind == "nested JSON":
+            return await client.post(
+                "/search", content=nested, headers={"content-type": "application/json"}
+            )
+        if kind == "oversized body":
+            return await client.post(
+                "/search", content=oversized, headers={"content-type": "application/json"}
+            )
+        if kind == "id past int64":
+            return await client.get("/items/99999999999999999999")
+        return await client.get("/health")
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    started = time.perf_counter()
+    deadline = started + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def worker(w: int) -> None:
+            rng = np.random.default_rng(seed + w)
+            i = w
+            while time.perf_counter() < deadline:
+                kind = kinds[int(rng.integers(len(kinds)))]
+                sent = time.perf_counter()
+                try:
+                    response = await send(client, kind, i)
+                    if response.status_code == expected[kind]:
+                        latencies[kind].append(time.perf_counter() - sent)
+                    else:
+                        errors[kind].append(f"{response.status_code} {response.text[:100]}")
+                except httpx.HTTPError as error:
+                    if kind == "oversized body" and isinstance(error, httpx.TransportError):
+                        # the server answered 413 and closed before the client had sent it
+                        # all: the body was cut early, which is what must happen
+                        latencies[kind].append(time.perf_counter() - sent)
+                    else:
+                        errors[kind].append(repr(error))
+                i += clients
+
+        async def sampler() -> None:
+            while time.perf_counter() < deadline:
+                rss.append((time.perf_counter() - started, rss_mb(pid)))
+                await asyncio.sleep(1.0)
+
+        await asyncio.gather(sampler(), *(worker(w) for w in range(clients)))
+    return {"latencies": latencies, "errors": errors, "rss": rss,
+            "seconds": time.perf_counter() - started}  # fmt: skip
+
+
+def soak_report(result: dict, command: str, config: dict) -> str:
+    lines = ["# Search service soak test", "", f"Command: `{command}`", ""]
+    lines += [f"- {key}: {value}" for key, value in config.items()]
+    lines += ["", "| request | expected | completed | errors | p50 ms | p99 ms |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for kind, _, status in SOAK_MIX:
+        samples = np.asarray(result["latencies"][kind]) * 1000.0
+        p50 = f"{np.percentile(samples, 50):.2f}" if len(samples) else "n/a"
+        p99 = f"{np.percentile(samples, 99):.2f}" if len(samples) else "n/a"
+        lines.append(
+            f"| {kind} | {status} | {len(samples):,} | {len(result['errors'][kind])} "
+            f"| {p50} | {p99} |"
+        )
+    lines += ["", "Server resident memory (MB) over the run:", "", "| second | RSS MB |",
+              "|---|---|"]  # fmt: skip
+    samples = result["rss"]
+    step = max(1, len(samples) // 20)  # at most ~20 rows
+    for second, value in samples[::step] + ([samples[-1]] if samples else []):
+        lines.append(f"| {second:.0f} | {'n/a' if value is None else f'{value:.0f}'} |")
+    for kind, found in result["errors"].items():
+        if found:
+            lines.append(f"\nFirst {kind} error: `{found[0]}`")
+    return "\n".join(lines) + "\n"
+
+
+def run_soak(args: argparse.Namespace) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="hashlab-soak-"))
+    server = None
+    try:
+        model_dir, query_pngs = fit_model(folder, args.bits, args.backbone)
+        index_dir = build_index(folder, args.n_items, args.bits, args.seed)
+        rng = np.random.default_rng(args.seed + 1)
+        query_codes = codes_to_hex(rng.integers(0, 2, (N_QUERY_CODES, args.bits), dtype=np.uint8))
+        port = free_port()
+        server = start_server(model_dir, index_dir, port, token=SOAK_TOKEN)
+        url = f"http://127.0.0.1:{port}"
+        upload = {"image": ("query.png", query_pngs[0], "image/png")}
+        httpx.post(f"{url}/search", files=upload, timeout=300).raise_for_status()  # warm-up
+        load_average = os.getloadavg()
+        result = asyncio.run(
+            soak_phase(url, server.pid, args.clients, args.seconds, query_codes, query_pngs,
+                       args.k, args.seed)
+        )  # fmt: skip
+        alive = server.poll() is None
+        health = httpx.get(f"{url}/health", timeout=10).json() if alive else None
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+    config = {
+        "items": args.n_items,
+        "bits": args.bits,
+        "clients": args.clients,
+        "seconds": round(result["seconds"], 1),
+        "server": "hashlab serve (token from $HASHLAB_TOKEN), 1 uvicorn worker, 127.0.0.1",
+        "load average before (1/5/15 min)": " / ".join(f"{x:.2f}" for x in load_average),
+        "server alive at the end": alive,
+        "items at the end": None if health is None else health["items"],
+    }
+    command = "python " + " ".join([sys.argv[0], *sys.argv[1:]])
+    text = soak_report(result, command, config)
+    print(text)
+    Path(args.out).write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-items", type=int, default=1_000_000)
@@ -223,14 +418,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="wall time of each phase")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/serve_results.md", help="markdown report")
+    parser.add_argument("--out", default=None, help="markdown report (default: benchmarks/"
+                        "serve_results.md, or serve_soak.md with --soak)")
+    parser.add_argument(
+        "--soak", action="store_true", help="one bounded mixed phase (see the docstring)"
+    )
     args = parser.parse_args()
+    if args.out is None:
+        args.out = "benchmarks/serve_soak.md" if args.soak else "benchmarks/serve_results.md"
     for name in ("n_items", "bits", "k", "clients"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.seconds <= 0 or args.seconds > 600:
         parser.error(f"--seconds must be in (0, 600], got {args.seconds}")
     image_clients = args.image_clients or args.clients
+    if args.soak:
+        run_soak(args)
+        return
 
     folder = Path(tempfile.mkdtemp(prefix="hashlab-serve-bench-"))
     server = None
