@@ -31,6 +31,16 @@ slot by N (:class:`_ScaleGrad`, identity forward). A loss term that runs the net
 (EDDH's symmetric pairing runs it on every training item) is computed whole on every rank,
 so DDP's average of N equal gradients is already right, and it is not scaled.
 
+Methods with their own ``training_step`` (the cross-modal ones) are not wrapped in DDP; the
+trainer averages their gradients by hand after backward, and a step that wants its batch
+split across ranks encodes :func:`local_chunk` of it and calls :func:`gather_chunks` (LBOCMH's
+large triplet batches: each rank encodes a part, the loss sees every triplet).
+
+Random state stays identical on every rank (same seed, same draws): replicated bookkeeping
+that draws random numbers (ADSH's sample, PC-AEGAN's game noise) must agree across ranks.
+The price: dropout masks of rank r's chunk repeat rank 0's, so with dropout a run differs
+from one process (which draws one mask per item); the equivalence test runs without dropout.
+
 Rank 0 writes checkpoints, shows progress and validates; the validation score is broadcast so
 every rank takes the same best-epoch / early-stopping decision. A tail batch with fewer
 items than ranks is skipped (one process skips only a 1-item tail). BatchNorm layers (fine-
@@ -58,9 +68,11 @@ __all__ = [
     "SingleProcess",
     "context",
     "distributed_env",
+    "gather_chunks",
     "gather_with_grad",
     "init_process_group",
     "is_main_process",
+    "local_chunk",
     "main_process_first",
 ]
 
@@ -173,6 +185,36 @@ def gather_with_grad(local: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def _group() -> tuple[int, int] | None:
+    """(rank, world size) inside an initialised process group of more than one, else None."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    return dist.get_rank(), dist.get_world_size()
+
+
+def local_chunk(items: Any) -> Any:
+    """This rank's contiguous chunk of a batch (all of it in a single process).
+
+    For a custom ``training_step`` that builds its own batch (LBOCMH's triplets): encode only
+    the chunk, then :func:`gather_chunks` the codes back into the whole batch for the loss.
+    """
+    group = _group()
+    if group is None:
+        return items
+    rank, world = group
+    sizes = chunk_sizes(len(items), world)
+    start = sum(sizes[:rank])
+    return items[start : start + sizes[rank]]
+
+
+def gather_chunks(local: torch.Tensor, n_items: int) -> torch.Tensor:
+    """The whole batch's rows from every rank's :func:`local_chunk` (identity alone)."""
+    group = _group()
+    if group is None:
+        return local
+    return gather_with_grad(local, chunk_sizes(n_items, group[1]))
+
+
 class SingleProcess:
     """The trainer's view of an ordinary run: every method is the identity."""
 
@@ -253,8 +295,23 @@ class DataParallel(SingleProcess):
 
     def average_gradients(self, network: torch.nn.Module) -> None:
         """DDP's all-reduce by hand, for methods that run their own forward pass (a custom
-        ``training_step``): the mean of every parameter's gradient over the ranks."""
-        grads = [p.grad for p in network.parameters() if p.grad is not None]
+        ``training_step``): the mean of every parameter's gradient over the ranks.
+
+        A parameter no rank gave a gradient keeps ``None`` (Adam then leaves it alone, e.g.
+        the fixed network of an alternating step); one that only some ranks reached (an
+        empty chunk) counts as zero on the others, so every rank reduces the same tensors.
+        """
+        params = [p for p in network.parameters() if p.requires_grad]
+        reached = torch.tensor([p.grad is not None for p in params], dtype=torch.float32,
+                               device=self.device)  # fmt: skip
+        dist.all_reduce(reached)
+        grads = []
+        for param, count in zip(params, reached.tolist(), strict=True):
+            if count == 0:
+                continue
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            grads.append(param.grad)
         if not grads:
             return
         flat = torch.cat([g.reshape(-1) for g in grads])

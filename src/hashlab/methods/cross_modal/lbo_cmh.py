@@ -73,6 +73,7 @@ from hashlab.losses.cross_modal import (
 from hashlab.methods.cross_modal.base import TrainedCrossModalMethod, TwoLayerNet
 from hashlab.methods.registry import register
 from hashlab.train import TrainConfig
+from hashlab.train.distributed import gather_chunks, local_chunk
 from hashlab.train.trainer import TrainState
 
 __all__ = ["LBOCMH", "scaled_learning_rate", "paper_margin", "sample_triplets", "REGULARISERS"]
@@ -253,9 +254,11 @@ class LBOCMH(TrainedCrossModalMethod):
         query, triplets, fixed = batch
         net = state.network[query]
         # each query item recurs m times in the pool: run it through the network once per
-        # batch (same gradient, up to m times less work)
-        unique_queries, position = torch.unique(triplets[:, 0], return_inverse=True)
+        # batch (same gradient, up to m times less work). Under torchrun each rank encodes
+        # its chunk of the batch and the loss gathers every rank's codes (large batches).
+        local = local_chunk(triplets)
+        unique_queries, position = torch.unique(local[:, 0], return_inverse=True)
         with state.autocast():
             queries = net(self.device_inputs(state)[query][unique_queries])
-        queries = queries.float()[position]
+        queries = gather_chunks(queries.float()[position], len(triplets))
         return self.loss(net, queries, fixed[triplets[:, 1]], fixed[triplets[:, 2]])
