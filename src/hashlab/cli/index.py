@@ -41,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("index", help="index directory")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=run_info)
+
+    check = commands.add_parser("check", help="check an index's files and metadata; --repair")
+    check.add_argument("index", help="index directory")
+    check.add_argument("--repair", action="store_true", help="fix what is found (writer lock)")
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.set_defaults(func=run_check)
     index.set_defaults(func=lambda args: index.print_help() or 2)
 
     search = subparsers.add_parser("search", help="query an index by image or hex code")
@@ -95,6 +101,23 @@ def run_info(args: argparse.Namespace) -> int:
         for key, value in info.items():
             print(f"{key:32s} {value}")
     return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """``hashlab index check DIR [--repair]``: exit 0 when nothing is left wrong, else 1."""
+    from hashlab.index.storage import check_index
+
+    report = check_index(args.index, repair=args.repair)
+    if args.json:
+        print_json(report)
+    else:
+        for line in report["repaired"]:
+            print(f"repaired: {line}")
+        for line in report["problems"]:
+            print(f"problem: {line}")
+        state = "ok" if report["ok"] else f"{len(report['problems'])} problem(s)"
+        print(f"{report['path']}: {state}, {report.get('n_items', '?')} items")
+    return 0 if report["ok"] else 1
 
 
 def _query_code(args: argparse.Namespace, index: Any) -> np.ndarray:

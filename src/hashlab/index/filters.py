@@ -37,6 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Union
 
+from hashlab.errors import HashlabError
+
 __all__ = [
     "And",
     "Compare",
@@ -56,13 +58,7 @@ MAX_FILTER_LENGTH = 8192
 #: parentheses/``not`` nested deeper than this are refused (no RecursionError on hostile input)
 MAX_FILTER_DEPTH = 64
 
-try:  # the shared error base, once the contract helper has created it
-    from hashlab.errors import HashlabError as _ErrorBase
-except ImportError:  # pragma: no cover - depends on the order the team lands work
-    _ErrorBase = Exception  # type: ignore[misc,assignment]
-
-
-class FilterError(_ErrorBase, ValueError):  # type: ignore[misc,valid-type]
+class FilterError(HashlabError, ValueError):
     """A filter expression that does not parse; ``position`` is the 0-based column."""
 
     def __init__(self, message: str, text: str = "", position: int = 0) -> None:

@@ -54,17 +54,7 @@ from typing import Any
 import numpy as np
 
 from hashlab import __version__
-
-try:  # the one error root of hashlab (created by the contract work of issue 13)
-    from hashlab.errors import HashlabError, IndexFormatError
-except ImportError:  # pragma: no cover - only while that module has not landed
-
-    class HashlabError(Exception):  # type: ignore[no-redef]
-        """Stand-in root of hashlab's user errors."""
-
-    class IndexFormatError(HashlabError, ValueError):  # type: ignore[no-redef]
-        """An index directory is missing, truncated, corrupted or not a hashlab index."""
-
+from hashlab.errors import HashlabError, IndexFormatError
 
 __all__ = [
     "FORMAT_NAME",
@@ -918,3 +908,115 @@ def alive_mask(ids: np.ndarray, removed: np.ndarray, first_row: int = 0) -> np.n
     alive = np.ones(ids.shape[0], dtype=bool)
     alive[candidates[latest[where] > candidates + first_row]] = False
     return alive
+
+
+# ------------------------------------------------------------------------ checking -------
+def _replace_bad_text(value: Any) -> Any:
+    """``value`` with lone surrogates turned into U+FFFD (pairs are joined, as UTF-16 would)."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_replace_bad_text(k): _replace_bad_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_bad_text(v) for v in value]
+    return value
+
+
+def _metadata_problem(text: Any) -> str | None:
+    marker = decode_metadata(text)
+    return marker[METADATA_ERROR_KEY] if METADATA_ERROR_KEY in marker else None
+
+
+def check_index(path: str | Path, repair: bool = False) -> dict[str, Any]:
+    """Report (and with ``repair``, fix) what would make an index misbehave.
+
+    Checks the header, the committed length and CRC-32 of every file, bytes past the commit
+    point, files left by a killed writer or compaction, and every stored metadata row
+    (unreadable or breaking today's limits, or orphaned by a removal). ``repair`` takes the
+    writer lock (refused while a writer runs), drops the uncommitted leftovers, rewrites
+    metadata whose only fault is bad text (lone surrogates become U+FFFD), removes the
+    metadata that cannot be saved that way (the item keeps its code and id) and deletes
+    orphan rows. Committed codes and ids are never changed.
+    """
+    path = Path(path)
+    report: dict[str, Any] = {"path": str(path), "problems": [], "repaired": []}
+    problems, repaired = report["problems"], report["repaired"]
+    try:
+        header = _read_header(path)
+    except (IndexFormatError, FileNotFoundError) as error:
+        problems.append(str(error))
+        report["ok"] = False
+        return report
+    probe = IndexStore(path, header, "r", None)
+    sizes = probe._expected_sizes()
+    tails = {}
+    for kind, expected in sizes.items():
+        file = probe.file(kind)
+        if file.is_file() and file.stat().st_size > expected:
+            tails[file.name] = file.stat().st_size - expected
+    current = set(header["files"].values())
+    leftovers = sorted(
+        entry.name
+        for entry in path.iterdir()
+        if _TEMP_HEADER.fullmatch(entry.name)
+        or (
+            _GENERATION_FILE.fullmatch(entry.name)
+            and re.sub(r"-(wal|shm|journal)$", "", entry.name) not in current
+        )
+    )
+    try:
+        store = IndexStore.open(path, mode="w" if repair else "r", verify=True)
+    except (IndexFormatError, FileNotFoundError, IndexLockedError) as error:
+        problems.append(str(error))
+        report["ok"] = False
+        return report
+    try:
+        for name, extra in tails.items():
+            line = f"{name}: {extra} bytes past the commit point (a writer running or killed)"
+            (repaired if repair else problems).append(("dropped " if repair else "") + line)
+        for name in leftovers:
+            line = f"{name}: left by a killed writer or compaction"
+            (repaired if repair else problems).append(("removed " if repair else "") + line)
+        codes, ids, removed, _ = store.read_arrays()
+        alive = alive_mask(ids, removed)
+        live_ids = ids if alive is None else ids[alive]
+        if len(np.unique(live_ids)) != len(live_ids):
+            problems.append("live ids are not unique")
+        live = set(live_ids.tolist())
+        report["n_items"] = len(live)
+        connection = store.metadata_connection()
+        bad, orphans, fixed, dropped = [], [], [], []
+        rows = connection.execute(
+            "SELECT id, json FROM items WHERE batch < ?", (store.header["n_batches"],)
+        )
+        for item_id, text in rows.fetchall():
+            if item_id not in live:
+                orphans.append(item_id)
+                continue
+            reason = _metadata_problem(text)
+            if reason is None:
+                continue
+            bad.append({"id": item_id, "reason": reason})
+            if repair:
+                try:
+                    cleaned = encode_metadata(_replace_bad_text(json.loads(text)))
+                    fixed.append((cleaned, item_id))
+                except (TypeError, ValueError, RecursionError):
+                    dropped.append((item_id,))
+        report["bad_metadata"] = bad
+        report["orphan_metadata"] = len(orphans)
+        if not repair:
+            problems.extend(f"item {b['id']}: {b['reason']}" for b in bad)
+        else:
+            with connection:
+                connection.executemany("UPDATE items SET json = ? WHERE id = ?", fixed)
+                connection.executemany("DELETE FROM items WHERE id = ?", dropped)
+                connection.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in orphans])
+            repaired.extend(f"item {i}: bad text replaced by U+FFFD" for _, i in fixed)
+            repaired.extend(f"item {i}: metadata removed (cannot be stored)" for (i,) in dropped)
+            if orphans:
+                repaired.append(f"deleted {len(orphans)} metadata rows of removed items")
+    finally:
+        store.close()
+    report["ok"] = not problems
+    return report
