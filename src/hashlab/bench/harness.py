@@ -289,6 +289,12 @@ def _fit(model: Any, dataset: Any, split: Any) -> dict[str, Any]:
     return dict((getattr(model, "extra_config_", None) or {}).get("training") or {})
 
 
+def record_history(model: Any) -> list[dict[str, Any]]:
+    """The per-epoch training history a fitted deep model recorded (``[]`` for others)."""
+    training = (getattr(model, "extra_config_", None) or {}).get("training") or {}
+    return list(training.get("history") or [])
+
+
 # -- the harness -------------------------------------------------------------------------
 TrialRunner = Callable[..., float]
 
@@ -544,6 +550,8 @@ class Harness:
             _fit(model, self.dataset, split)  # train + validation: no model selection
             record.update(converged=None, epochs_budget=None)
         fit_seconds = time.perf_counter() - started
+        if record.get("reused_tuning_trial"):  # its training ran during tuning
+            fit_seconds += sum(float(h.get("seconds", 0.0)) for h in record_history(model))
         query_codes, db_codes = encode_split(model, self.dataset, split)
         y = self.data.labels
         scores = evaluate(

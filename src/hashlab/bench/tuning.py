@@ -31,7 +31,7 @@ __all__ = ["TuningResult", "check_space", "method_search_space", "tune"]
 SearchSpace = dict[str, tuple]
 TrialFn = Callable[[dict[str, Any], Callable[[int, float], None]], float]
 
-SAMPLER = "optuna TPESampler (seeded)"
+SAMPLER = "optuna TPESampler (seeded; random for the first half of the trials, 2 to 10)"
 PRUNER = (
     "optuna MedianPruner on the per-epoch validation curve (2 startup trials, 3 warm-up epochs)"
 )
@@ -128,7 +128,11 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        # TPE models the trials so far after a few random ones: half the budget (2..10), so
+        # that even a small budget gets some model-guided trials
+        sampler=optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=max(2, min(10, n_trials // 2))
+        ),
         # epochs are reported as steps 1, 2, ...: steps below 4 are never pruned
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=4),
     )
