@@ -273,3 +273,37 @@ def test_an_unexpected_error_is_a_json_500_and_keeps_the_connection(
         thread.join(timeout=10)
         sock.close()
         service.index.close()
+
+
+def test_a_read_only_server_follows_the_writer(deployment: dict, tmp_path: Path) -> None:
+    """A server without a token never writes, and sees another writer's commits."""
+    import numpy as np
+
+    shutil.copytree(deployment["root"] / "index", tmp_path / "index")
+    before = tree_digest(tmp_path / "index")
+    service = build_service(deployment["root"] / "model", tmp_path / "index")
+    with TestClient(create_app(service)) as client:
+        assert client.get("/health").json()["items"] == N_INDEXED
+        refused = client.post("/items", files=upload(deployment), headers=AUTH)
+        assert refused.status_code == 403 and "HASHLAB_TOKEN" in refused.json()["detail"]
+        after = tree_digest(tmp_path / "index")
+        # SQLite's reader may create an empty write-ahead log (no data; H2 is told)
+        empty = hashlib.sha256(b"").hexdigest()
+        after = {k: v for k, v in after.items() if not (k.endswith("-wal") and v == empty)}
+        assert after == before
+        writer = HammingIndex.open(tmp_path / "index", mode="w")
+        try:
+            code = np.zeros((1, writer.n_bits), dtype=np.uint8)
+            writer.add(code, metadata=[{"site": "late"}])
+        finally:
+            writer.close()
+        for _ in range(40):  # bounded: the reader looks again at most once a second
+            if client.get("/health").json()["items"] == N_INDEXED + 1:
+                break
+            time.sleep(0.1)
+        assert client.get("/health").json()["items"] == N_INDEXED + 1
+        hits = client.post(
+            "/search", json={"code": "00000000", "k": 1, "filter": "site == 'late'"}
+        ).json()["results"]
+        assert [h["id"] for h in hits] == [N_INDEXED]
+    service.index.close()
