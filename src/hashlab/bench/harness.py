@@ -153,12 +153,13 @@ TABLES: dict[str, TableSpec] = {
         name="cifar10",
         dataset="cifar10",
         protocol="dch",
+        # shallow rows first: they take seconds, and every claim compares against them
         rows=(
-            *(Row(m, m, MLP_HEAD) for m in _CIFAR_DEEP),
-            Row("dch-linear", "dch", LINEAR_HEAD),
             Row("itq", "itq"),
             Row("itq_cca", "itq_cca"),
             Row("sdh", "sdh"),
+            *(Row(m, m, MLP_HEAD) for m in _CIFAR_DEEP),
+            Row("dch-linear", "dch", LINEAR_HEAD),
         ),
         bits=(16, 32, 48, 64),
         metric="map@r2",  # DCH's table metric (MAP within Hamming radius 2)
@@ -344,6 +345,7 @@ class Harness:
         # who trains a trial: replaceable so tests can watch the indices it is given
         self.trial_runner: TrialRunner = self.run_trial
         self.jobs = 1  # worker processes that made the table (main's --jobs)
+        self.note = ""  # e.g. that the table is a merge of stopped workers' parts
         self._best_trial: dict[tuple[str, int], tuple[float, dict[str, Any], Any, Any]] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -623,6 +625,7 @@ class Harness:
             "verdict_rule": VERDICT_RULE,
             "wall_seconds": round(seconds, 1),
             "worker_processes": self.jobs,
+            **({"note": self.note} if self.note else {}),
             "hashlab_version": hashlab.__version__,
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -892,9 +895,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows:
         changes["rows"] = tuple(spec.row(label.strip()) for label in args.rows.split(","))
     spec = replace(spec, **changes)
-    command = "python -m hashlab.bench.harness " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--merge-only"]
+    command = "python -m hashlab.bench.harness " + " ".join(shlex.quote(a) for a in given)
     if args.jobs > 1 or args.merge_only:
         result = _run_in_parts(spec, args, command)
     else:
@@ -968,6 +970,11 @@ def _run_in_parts(spec: TableSpec, args: argparse.Namespace, command: str) -> di
                 harness.runs[(line["row"], line["bits"], line["seed"])] = line
                 harness._append("runs.jsonl", line)
     harness.jobs = len(groups)
+    if args.merge_only:
+        harness.note = (
+            "merged with --merge-only: the workers were stopped before the end, "
+            "so this table holds the runs that had finished"
+        )
     # the parts ran side by side: the table took as long as the longest of them
     part_seconds = [
         json.loads((f / "spec.json").read_text()).get("seconds", 0.0)
