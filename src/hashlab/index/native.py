@@ -82,6 +82,19 @@ def native_available() -> bool:
     return load_native() is not None
 
 
+#: below this many row distances a call runs on one thread: starting and joining a team
+#: costs more than it saves, and on a loaded machine a descheduled team member can hold the
+#: closing barrier for a whole time slice (milliseconds)
+SERIAL_WORK = 2_000_000
+
+
+def _threads_for(work: float, n_parts: int | None = None) -> int:
+    threads = n_threads()
+    if work < SERIAL_WORK:
+        return 1
+    return max(1, min(threads, n_parts)) if n_parts is not None else threads
+
+
 def _c(array: np.ndarray, dtype: Any) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype)
 
@@ -109,17 +122,19 @@ class Kernels:
         if nq:
             self.module.knn_scan(
                 _c(codes, np.uint8), _c(keys, np.int64), skip, queries, row_range[0],
-                row_range[1], nb, n_bits, k, out_d, out_r, n_threads(),
+                row_range[1], nb, n_bits, k, out_d, out_r,
+                _threads_for(nq * (row_range[1] - row_range[0])),
             )  # fmt: skip
         return out_d, out_r
 
     def range_scan(self, codes, keys, skip, queries, row_range, n_bits, radius):
         """(offsets, rows, distances), per query sorted by (distance, key)."""
         queries = _c(queries, np.uint8)
-        nb = queries.shape[1]
+        nq, nb = queries.shape
         out = self.module.range_scan(
             _c(codes, np.uint8), _c(keys, np.int64), skip, queries, row_range[0], row_range[1],
-            nb, n_bits, radius, n_threads(),
+            nb, n_bits, radius,
+            _threads_for(nq * (row_range[1] - row_range[0]), (nq + 7) // 8),
         )  # fmt: skip
         return _flat(out)
 
@@ -127,7 +142,7 @@ class Kernels:
         queries = _c(queries, np.uint8)
         out = self.module.mih_range(
             _c(codes, np.uint8), _c(keys, np.int64), skip, queries, n_rows, queries.shape[1],
-            n_bits, radius, tables, n_threads(),
+            n_bits, radius, tables, _threads_for(64 * SERIAL_WORK, len(queries) // 16),
         )  # fmt: skip
         return _flat(out)
 
@@ -142,7 +157,7 @@ class Kernels:
             self.module.mih_knn(
                 _c(codes, np.uint8), _c(keys, np.int64), skip, queries, n_rows,
                 queries.shape[1], n_bits, k, float(budget), tables, out_d, out_r, failed,
-                n_threads(),
+                _threads_for(64 * SERIAL_WORK, nq // 16),
             )  # fmt: skip
         return out_d, out_r, failed.astype(bool)
 
