@@ -36,10 +36,19 @@ trainer averages their gradients by hand after backward, and a step that wants i
 split across ranks encodes :func:`local_chunk` of it and calls :func:`gather_chunks` (LBOCMH's
 large triplet batches: each rank encodes a part, the loss sees every triplet).
 
-Random state stays identical on every rank (same seed, same draws): replicated bookkeeping
-that draws random numbers (ADSH's sample, PC-AEGAN's game noise) must agree across ranks.
-The price: dropout masks of rank r's chunk repeat rank 0's, so with dropout a run differs
-from one process (which draws one mask per item); the equivalence test runs without dropout.
+Random state. The global generators stay identical on every rank (same seed, same draws),
+because replicated bookkeeping that draws random numbers (ADSH's sample, PC-AEGAN's game
+noise) must agree across ranks. What is per item of a rank's chunk, data augmentation and
+dropout in the training forward pass, draws from a rank-private stream instead
+(:class:`_RankRandom`, seeded from the seed and the rank), so ranks neither repeat each
+other's masks nor drift apart when their chunks differ in size. With dropout or augmentation
+a run therefore differs from one process (which draws per item of the global batch); the
+equivalence test runs without them.
+
+A method whose ``loss`` runs a backward pass of its own (PC-AEGAN's generator step goes
+through the hash network) sets ``loss_runs_backward = True``: DDP's reducer would take that
+inner backward for the step's, so such a network is not wrapped and its gradients are
+averaged by hand after the trainer's backward, as for a custom step.
 
 Rank 0 writes checkpoints, shows progress and validates; the validation score is broadcast so
 every rank takes the same best-epoch / early-stopping decision. A tail batch with fewer
@@ -215,6 +224,51 @@ def gather_chunks(local: torch.Tensor, n_items: int) -> torch.Tensor:
     return gather_with_grad(local, chunk_sizes(n_items, group[1]))
 
 
+class _RankRandom:
+    """A rank-private random stream: swapped in around per-item draws, then swapped out."""
+
+    def __init__(self, seed: int, device: torch.device) -> None:
+        self.device = device
+        with torch.random.fork_rng(devices=self._devices()):
+            torch.manual_seed(seed)
+            self.state = self._get()
+
+    def _devices(self) -> list[torch.device]:
+        return [self.device] if self.device.type == "cuda" else []
+
+    def _get(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return torch.get_rng_state(), cuda
+
+    def _set(self, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state(state[1], self.device)
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        shared = self._get()
+        self._set(self.state)
+        try:
+            yield
+        finally:
+            self.state = self._get()
+            self._set(shared)
+
+
+class _PrivateRandomForward(torch.nn.Module):
+    """Runs the wrapped (DDP) module's forward on the rank-private stream (dropout)."""
+
+    def __init__(self, module: torch.nn.Module, random: _RankRandom) -> None:
+        super().__init__()
+        self.module = module
+        self.random = random
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        with self.random.active():
+            return self.module(*args, **kwargs)
+
+
 class SingleProcess:
     """The trainer's view of an ordinary run: every method is the identity."""
 
@@ -225,7 +279,7 @@ class SingleProcess:
     def __init__(self, device: torch.device) -> None:
         self.device = device
 
-    def wrap(self, network: torch.nn.Module) -> torch.nn.Module:
+    def wrap(self, network: torch.nn.Module, manual: bool = False) -> torch.nn.Module:
         return network
 
     def batches(
@@ -246,23 +300,30 @@ class SingleProcess:
 class DataParallel(SingleProcess):
     """The trainer's view of one rank of a torchrun launch (see the module docstring)."""
 
-    def __init__(self, device: torch.device, env: DistributedEnv) -> None:
+    def __init__(self, device: torch.device, env: DistributedEnv, seed: int = 0) -> None:
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
         if device.type == "cuda":
             torch.cuda.set_device(device)
         super().__init__(device)
         self.rank, self.world_size, self.is_main = env.rank, env.world_size, env.rank == 0
+        self.random = _RankRandom(seed + 1_000_003 * (self.rank + 1), device)
+        self.manual = True  # until wrap() hands the averaging to DDP
 
-    def wrap(self, network: torch.nn.Module) -> torch.nn.Module:
+    def wrap(self, network: torch.nn.Module, manual: bool = False) -> torch.nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
-        if not any(p.requires_grad for p in network.parameters()):
-            return network  # nothing to synchronise (DDP refuses such a module)
+        self.manual = manual or not any(p.requires_grad for p in network.parameters())
+        if self.manual:  # gradients averaged in average_gradients (DDP refuses no-grad nets)
+            return _PrivateRandomForward(network, self.random)
         if self.device.type == "cuda":
+            # SyncBatchNorm swaps the BatchNorm modules in place: the trainer's network (eval,
+            # checkpoints) then holds the synchronised ones too, with the same state
             network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
-            return DistributedDataParallel(network, device_ids=[self.device.index])
-        return DistributedDataParallel(network)
+            ddp = DistributedDataParallel(network, device_ids=[self.device.index])
+        else:
+            ddp = DistributedDataParallel(network)
+        return _PrivateRandomForward(ddp, self.random)
 
     def batches(
         self, source: Any, order: np.ndarray, batch_size: int
@@ -279,7 +340,9 @@ class DataParallel(SingleProcess):
         # the source can read the chunks as consecutive batches of that size (one loader)
         local_order = np.concatenate(local)
         pieces = source.batches(local_order, len(local[0]), True)
-        for global_indices, chunk, (indices, inputs) in zip(batches, local, pieces, strict=True):
+        for global_indices, chunk in zip(batches, local, strict=True):
+            with self.random.active():  # augmentation of this rank's items: its own stream
+                indices, inputs = next(pieces)
             if not np.array_equal(indices, chunk):  # pragma: no cover - a source's contract
                 raise RuntimeError("the input source did not return the requested chunk")
             yield global_indices, inputs
@@ -295,12 +358,15 @@ class DataParallel(SingleProcess):
 
     def average_gradients(self, network: torch.nn.Module) -> None:
         """DDP's all-reduce by hand, for methods that run their own forward pass (a custom
-        ``training_step``): the mean of every parameter's gradient over the ranks.
+        ``training_step``) or their own backward: the mean of every parameter's gradient
+        over the ranks (nothing to do when DDP wrapped the network).
 
         A parameter no rank gave a gradient keeps ``None`` (Adam then leaves it alone, e.g.
         the fixed network of an alternating step); one that only some ranks reached (an
         empty chunk) counts as zero on the others, so every rank reduces the same tensors.
         """
+        if not self.manual:
+            return
         params = [p for p in network.parameters() if p.requires_grad]
         reached = torch.tensor([p.grad is not None for p in params], dtype=torch.float32,
                                device=self.device)  # fmt: skip
@@ -323,7 +389,7 @@ class DataParallel(SingleProcess):
             offset += grad.numel()
 
 
-def context(device: torch.device) -> SingleProcess:
+def context(device: torch.device, seed: int = 0) -> SingleProcess:
     """The trainer's view of this run: :class:`DataParallel` under torchrun, else single."""
     env = init_process_group()
-    return SingleProcess(device) if env is None else DataParallel(device, env)
+    return SingleProcess(device) if env is None else DataParallel(device, env, seed)

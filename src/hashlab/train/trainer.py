@@ -13,6 +13,9 @@ declares *what* to learn: a network and a loss. The :class:`Trainer` owns *how*:
   training items. Never the test queries: selecting checkpoints on them inflates results;
 * best-epoch selection by validation mAP, early stopping after ``patience`` epochs without
   improvement, and the best weights restored at the end;
+* under ``torchrun`` (``WORLD_SIZE`` > 1): DistributedDataParallel, each global batch split
+  across the ranks with the loss computed on the whole of it, rank-0 checkpoints, progress
+  and validation (:mod:`hashlab.train.distributed`); without it nothing changes;
 * a checkpoint (``last.pt``) after every epoch holding network, optimiser, scaler, every RNG
   state, history, best weights and the method's ``state.extras``; ``resume=True`` continues
   from the last completed epoch, so an interrupted run ends where an uninterrupted one would.
@@ -233,7 +236,7 @@ class Trainer:
         """
         config = self.config
         # under torchrun: this rank's device, DDP, sharded batches (hashlab.train.distributed)
-        self._parallel = distributed_context(resolve_device(config.device))
+        self._parallel = distributed_context(resolve_device(config.device), config.seed)
         device = self._parallel.device
         seed_everything(config.seed)
         with deterministic_cpu(device.type == "cpu"):
@@ -292,8 +295,10 @@ class Trainer:
         custom_batches = getattr(method, "training_batches", None)
         custom_step = getattr(method, "training_step", None)
         custom_validation = getattr(method, "validation_score", None)
-        # the training forward pass goes through DDP (a custom step averages by hand)
-        train_network = network if custom_step else parallel.wrap(network)
+        # the training forward pass goes through DDP; a custom step, or a loss that runs its
+        # own backward (PC-AEGAN's game), has its gradients averaged by hand instead
+        manual = custom_step is not None or getattr(method, "loss_runs_backward", False)
+        train_network = network if custom_step else parallel.wrap(network, manual=manual)
 
         def default_step(batch: tuple[np.ndarray, torch.Tensor]) -> torch.Tensor | None:
             indices, inputs = batch
@@ -352,8 +357,7 @@ class Trainer:
                     continue
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
-                if custom_step:
-                    parallel.average_gradients(network)
+                parallel.average_gradients(network)  # no-op alone or when DDP did it
                 scaler.step(optimizer)
                 scaler.update()
                 state.step += 1

@@ -128,6 +128,9 @@ class PCAEGAN(DeepHashMethod):
     tags = MethodTags(family="deep", supervision="labels", inputs="pixels")
     Config = PCAEGANConfig
     head_activation = "tanh"  # Sec. 2.3: tanh squashes the hash layer to (-1, 1)
+    # the game's generator step backpropagates through F inside loss(): under torchrun the
+    # trainer averages F's gradients by hand instead of through DDP (train/distributed.py)
+    loss_runs_backward = True
 
     # -- data ---------------------------------------------------------------------------
     def _pixels(self, x: Any) -> np.ndarray:
