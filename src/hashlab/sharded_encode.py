@@ -243,9 +243,14 @@ def _run_rank(
 
     rank, world = dist.get_rank(), dist.get_world_size()
     problems: list[str] = []
+
+    def report(_: int) -> None:  # rank 0's bar counts every rank's finished shards
+        bar.n = min(len(paths), len(list(work.glob("shard_*.done"))) * shard_size)
+        bar.refresh()
+
     try:
         _encode_shards(str(model_dir), str(work), paths, shard_size, pending[rank::world],
-                       report=bar.update)  # fmt: skip
+                       report=report)  # fmt: skip
         failed = 0
     except Exception as error:  # the other ranks must still reach the barrier
         problems.append(f"rank {rank}: {type(error).__name__}: {error}")
