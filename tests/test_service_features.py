@@ -261,3 +261,55 @@ def test_token_comes_from_the_environment_or_a_file_not_the_command_line(
     monkeypatch.delenv("HASHLAB_TOKEN")
     assert read_token(namespace()) is None
     assert os.environ.get("HASHLAB_TOKEN") is None
+
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def test_text_search_with_a_cross_modal_model(tmp_path: Path) -> None:
+    """CMFH on digits: small_cnn image features paired with the digit's name as a word.
+
+    The text query is hashed by the model's text side (its bag-of-words featurizer), and the
+    hits are exactly the brute-force ranking of that code over the indexed image codes.
+    """
+    import torch
+    from PIL import Image
+
+    import hashlab
+    from hashlab.backbones import create_backbone
+    from hashlab.data.digits import load_digits_dataset
+    from hashlab.index import HammingIndex
+    from hashlab.methods.cross_modal.text import text_to_features
+
+    digits = load_digits_dataset()
+    n = 200
+    backbone = create_backbone("small_cnn")
+    images = [Image.open(io.BytesIO(png_bytes(a))).convert("RGB") for a in digits.images[:n]]
+    with torch.inference_mode():
+        features = backbone.module(backbone.preprocess(images)).numpy()
+    labels = np.asarray(digits.labels[:n])
+    texts = np.eye(len(WORDS), dtype=np.float32)[labels]
+    model = hashlab.create("cmfh", n_bits=16).fit(
+        features, texts, np.eye(10)[labels],
+        text_featurizer={"kind": "bow", "vocabulary": WORDS, "binary": True},
+    )  # fmt: skip
+    model.extra_config_["backbone"] = "small_cnn"
+    model.save(tmp_path / "model")
+    codes = model.encode(features, modality="image")
+    index = HammingIndex.create(tmp_path / "index", 16)
+    index.add(codes, metadata=[{"label": int(label)} for label in labels])
+    index.close()
+
+    service = build_service(tmp_path / "model", tmp_path / "index")
+    with TestClient(create_app(service)) as client:
+        assert client.get("/stats").json()["text_search"] is True
+        body = client.post("/search", json={"text": "a handwritten three", "k": 15}).json()
+        loaded = hashlab.load(tmp_path / "model")
+        query = loaded.encode(text_to_features(loaded, "three"), modality="text")
+        assert body["query_code"] == codes_to_hex(query)[0]
+        distances = hamming_distance_matrix(query, codes)[0]
+        expected = np.lexsort((np.arange(n), distances))[:15]
+        assert [h["id"] for h in body["results"]] == expected.tolist()
+        unknown = client.post("/search", json={"text": "lamp post", "k": 5})
+        assert unknown.status_code == 400 and "vocabulary" in unknown.json()["detail"]
+    service.index.close()
