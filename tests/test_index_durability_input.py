@@ -38,9 +38,20 @@ def deep(levels: int) -> dict:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
+    """The real command line, in a fresh process."""
     return subprocess.run(
         [sys.executable, "-m", "hashlab", *args], capture_output=True, text=True, timeout=120
     )
+
+
+def cli_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The same entry point in this process (cheaper, for the many bad-header cases)."""
+    from hashlab.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 @pytest.fixture
@@ -178,7 +189,7 @@ def test_check_refuses_to_repair_beside_a_live_writer(index_dir):
 
 
 @pytest.mark.parametrize("damage", ["missing", "empty", "no-table"])
-def test_missing_or_empty_metadata_store_is_an_error(index_dir, damage):
+def test_missing_or_empty_metadata_store_is_an_error(index_dir, damage, capsys):
     for name in ("metadata.sqlite-wal", "metadata.sqlite-shm"):
         (index_dir / name).unlink(missing_ok=True)
     store = index_dir / "metadata.sqlite"
@@ -192,7 +203,7 @@ def test_missing_or_empty_metadata_store_is_an_error(index_dir, damage):
     for mode in ("r", "w"):
         with pytest.raises(IndexFormatError, match="metadata"):
             HammingIndex.open(index_dir, mode=mode)
-    done = cli("index", "info", str(index_dir))
+    done = cli_here(capsys, "index", "info", str(index_dir))
     assert done.returncode == 2 and "metadata" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
@@ -214,22 +225,22 @@ def test_missing_or_empty_metadata_store_is_an_error(index_dir, damage):
         (lambda h: h.update(backend=[1]), "'backend' must be an object"),
     ],
 )
-def test_hand_edited_header_is_one_clear_line(index_dir, edit, words):
+def test_hand_edited_header_is_one_clear_line(index_dir, edit, words, capsys):
     header = json.loads((index_dir / "header.json").read_text())
     edit(header)
     (index_dir / "header.json").write_text(json.dumps(header))
     with pytest.raises(IndexFormatError, match=words):
         HammingIndex.open(index_dir)
-    done = cli("index", "info", str(index_dir))
+    done = cli_here(capsys, "index", "info", str(index_dir))
     assert done.returncode == 2, done.stdout
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert str(index_dir) in done.stderr
 
 
 @pytest.mark.parametrize("content", [b"[1, 2]", b"\xff\xfe garbage", b"", b"[" * 100_000])
-def test_garbage_header_is_one_clear_line(index_dir, content):
+def test_garbage_header_is_one_clear_line(index_dir, content, capsys):
     (index_dir / "header.json").write_bytes(content)
     with pytest.raises(IndexFormatError):
         HammingIndex.open(index_dir)
-    done = cli("index", "info", str(index_dir))
+    done = cli_here(capsys, "index", "info", str(index_dir))
     assert done.returncode == 2 and "Traceback" not in done.stderr
