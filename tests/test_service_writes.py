@@ -307,3 +307,60 @@ def test_a_read_only_server_follows_the_writer(deployment: dict, tmp_path: Path)
         ).json()["results"]
         assert [h["id"] for h in hits] == [N_INDEXED]
     service.index.close()
+
+
+CRASHING_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from hashlab.service import build_service
+
+model, index, photo, point = sys.argv[1:5]
+service = build_service(model, index, token="t")
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "before-commit":      # the photo is in the store, the index add never happens
+    service.index.add = die
+elif point == "after-commit":     # the index committed the item; the store's marker stays
+    service.uploads.commit = die
+elif point == "mid-write":        # killed while the photo's temporary file is written
+    os.fsync = die
+service.add_item(Path(photo).read_bytes(), {"site": point})
+"""
+
+
+@pytest.mark.parametrize(
+    ("point", "committed"), [("before-commit", False), ("after-commit", True), ("mid-write", False)]
+)
+def test_a_writer_killed_mid_add_leaves_no_orphan_photo(
+    deployment: dict, tmp_path: Path, point: str, committed: bool
+) -> None:
+    """SIGKILL at each step of an add; the next writer keeps exactly the committed photos."""
+    import sys
+
+    shutil.copytree(deployment["root"] / "index", tmp_path / "index")
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png_bytes(deployment["images"][N_INDEXED + 4]))
+    child = subprocess.run(
+        [sys.executable, "-c", CRASHING_WRITER, str(deployment["root"] / "model"),
+         str(tmp_path / "index"), str(photo), point],
+        capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert child.returncode == -9, child.stderr.decode()[-2000:]
+    uploads = tmp_path / "index.uploads"
+    left = sorted(p.relative_to(uploads) for p in uploads.rglob("*") if p.is_file())
+    assert left, "the killed writer left nothing to recover: the kill came too early"
+    with serve(deployment, tmp_path / "index") as client:  # the next writer recovers
+        service = client.service
+        n_items = client.get("/health").json()["items"]
+        assert n_items == N_INDEXED + committed
+        remaining = [p for p in store_files(service)]
+        if committed:
+            item = client.get(f"/items/{N_INDEXED}").json()
+            assert item["metadata"]["site"] == point
+            assert remaining == [service.uploads.root / item["metadata"]["image"]]
+            assert client.get(item["image_url"]).content == photo.read_bytes()
+        else:
+            assert remaining == [], remaining  # orphan photo, marker and .part all gone
+    service.index.close()
