@@ -130,3 +130,76 @@ def test_compaction_killed_at_every_step_keeps_every_acknowledged_item(tmp_path)
         check(path)  # the reader, then the writer (which cleans up), then an add
         stray = [p.name for p in path.iterdir() if p.name.startswith(".") or "tmp" in p.name]
         assert not stray, (kill_at, stray)
+
+
+CREATOR = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from hashlab.index import HammingIndex
+    work, n_max = sys.argv[1], int(sys.argv[2])
+
+    def create(path, kill_at):
+        calls = [0]
+
+        def counted(function):
+            def wrapper(*args, **kwargs):
+                calls[0] += 1
+                if calls[0] == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return function(*args, **kwargs)
+            return wrapper
+
+        for name in ("write", "pwrite", "fsync", "replace", "rename", "unlink", "mkdir"):
+            setattr(os, name, counted(getattr(os, name)))
+        HammingIndex.create(path, 32)
+        return calls[0]
+
+    statuses = {}
+    for kill_at in range(1, n_max + 1):
+        pid = os.fork()
+        if pid == 0:
+            create(os.path.join(work, f"kill{kill_at}"), kill_at)
+            os._exit(0)
+        status = os.waitpid(pid, 0)[1]
+        statuses[kill_at] = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+        if statuses[kill_at] == 0:
+            break  # create finished before the kill point: every step has been hit
+    print(json.dumps(statuses))
+    """
+)
+
+
+def test_create_killed_at_every_step_can_be_redone(tmp_path):
+    """A create killed before its header leaves a directory that a new create may reuse."""
+    script = tmp_path / "creator.py"
+    script.write_text(CREATOR)
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(script), str(work), "30"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-1500:]
+    statuses = json.loads(done.stdout)
+    assert 0 in statuses.values(), "create took more than 30 steps: raise the bound"
+    for kill_at, status in statuses.items():
+        path = work / f"kill{kill_at}"
+        if status == 0 or (path / "header.json").exists():
+            assert len(HammingIndex.open(path)) == 0  # committed: an empty index
+            continue
+        if path.exists():
+            try:
+                HammingIndex.open(path)
+                raise AssertionError("an index without a header opened")
+            except (FileNotFoundError, ValueError) as error:
+                assert "header.json is missing" in str(error) or "no index" in str(error)
+        index = HammingIndex.create(path, 32)  # redoing the create works
+        index.add(np.zeros((1, 4), np.uint8))
+        index.close()
+        assert len(HammingIndex.open(path)) == 1
+    (work / "photos").mkdir()
+    (work / "photos" / "a.jpg").write_bytes(b"x")
+    try:
+        HammingIndex.create(work / "photos", 32)
+        raise AssertionError("create took over a folder of photos")
+    except FileExistsError:
+        pass
