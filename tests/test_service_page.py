@@ -308,6 +308,31 @@ def test_page_filters_by_site_and_date_pages_and_explains_text_search(
     body = httpx.post(url + "/search", json={"code": query_hex, "k": 40}).json()
     assert first_page + second_page == [h["id"] for h in body["results"]]
     assert browser.find_element(By.ID, "prev").is_enabled()
+
+    # batch: a zip with two photos and a text file; progress reaches the end, refusal listed
+    import zipfile
+
+    archive = Path(server["service"].index.path).parent / "batch.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("a.png", png_bytes(images[N_INDEXED + 12]))
+        zipped.writestr("b.png", png_bytes(images[N_INDEXED + 13]))
+        zipped.writestr("notes.txt", b"not a photo")
+    browser.find_element(By.CSS_SELECTOR, "#batch > summary").click()
+    browser.find_element(By.ID, "batch-file").send_keys(str(archive))
+    batch_meta = browser.find_element(By.ID, "batch-meta")
+    batch_meta.clear()
+    batch_meta.send_keys('{"site": "C3"}')
+    browser.find_element(By.CSS_SELECTOR, "details:not(#batch) > summary").click()
+    browser.find_element(By.ID, "add-token").send_keys(TOKEN)
+    browser.find_element(By.ID, "batch-go").click()
+    wait_for(browser, lambda d: text_of(d, "batch-message").startswith("done"), "batch not done")
+    assert "3 of 3 files · 2 added · 1 refused" in text_of(browser, "batch-message")
+    assert "notes.txt: not an image file" in text_of(browser, "batch-refused")
+    progress = browser.execute_script(
+        "const p = document.getElementById('batch-progress'); return [p.value, p.max];"
+    )
+    assert progress == [3, 3]
+    assert httpx.get(url + "/stats").json()["items"] == N_INDEXED + 5
     errors = [
         entry["message"]
         for entry in browser.get_log("browser")

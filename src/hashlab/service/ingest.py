@@ -36,6 +36,7 @@ MAX_FILES = 20_000
 BATCH = 16
 MAX_REPORTED_REFUSALS = 1000
 FINISHED_JOBS_KEPT = 20
+_START_LOCK = threading.Lock()
 
 
 @dataclass
@@ -177,8 +178,6 @@ def start_job(service: Any, fields: dict[str, Any], archive: Path | None) -> dic
             raise ServiceError(400, "send a zip file (field 'archive') or a 'folder' to ingest")
         if archive is not None and folder_text not in (None, ""):
             raise ServiceError(400, "send either a zip file or a folder, not both")
-        if any(job.state == "running" for job in service.jobs.values()):
-            raise ServiceError(409, "a batch job is already running; wait for it to finish")
         job = IngestJob(id=secrets.token_hex(6), source="")
         limit = service.max_upload_bytes
         if archive is not None:
@@ -195,8 +194,15 @@ def start_job(service: Any, fields: dict[str, Any], archive: Path | None) -> dic
         raise
     job.total = len(sources) + job.n_refused
     job.done = job.n_refused
-    _forget_old_jobs(service)
-    service.jobs[job.id] = job
+    with _START_LOCK:  # the check and the registration are one step: one job at a time
+        if any(other.state == "running" for other in service.jobs.values()):
+            if handle is not None:
+                handle.close()
+            if archive is not None:
+                archive.unlink(missing_ok=True)
+            raise ServiceError(409, "a batch job is already running; wait for it to finish")
+        _forget_old_jobs(service)
+        service.jobs[job.id] = job
     thread = threading.Thread(
         target=_run, args=(service, job, sources, base, handle, archive), daemon=True,
         name=f"hashlab-ingest-{job.id}",

@@ -6,8 +6,9 @@
   chunk was buffered. The limit depends on the request: JSON bodies are small
   (``max_json_bytes``), uploads carry one photo (``max_upload_bytes``), archives for batch
   ingestion get ``max_archive_bytes``.
-* **Slow or half-sent requests**: the body must arrive within ``body_timeout_s`` with no
-  gap longer than ``idle_timeout_s`` (else 408); request heads that stall are closed by
+* **Slow or half-sent requests**: the body must arrive within ``body_timeout_s`` (plus
+  one second per ``min_body_rate`` bytes received) with no gap longer than
+  ``idle_timeout_s`` (else 408); request heads that stall are closed by
   :func:`guarded_h11_protocol` (uvicorn has a keep-alive timeout but none for a head).
 * **Errors never drop the connection or echo the body**: an exception that escapes a route
   becomes a JSON 500 (507 for a full disk) naming the error type, sent by this middleware so
@@ -61,6 +62,9 @@ class RequestLimits:
     max_json_bytes: int = 1024 * 1024
     max_archive_bytes: int = 256 * 1024 * 1024
     body_timeout_s: float = 60.0
+    #: a long body gets this much more time per byte (a 256 MB zip over a slow link is not
+    #: an attack, one byte every few seconds is)
+    min_body_rate: float = 128 * 1024
     idle_timeout_s: float = 15.0
     header_timeout_s: float = 15.0
     max_json_depth: int = 32
@@ -138,7 +142,7 @@ class LimitsMiddleware:
             return
 
         limits = self.limits
-        deadline = time.monotonic() + limits.body_timeout_s
+        started = time.monotonic()
         received = 0
         body_done = False
         response_started = False
@@ -147,6 +151,7 @@ class LimitsMiddleware:
             nonlocal received, body_done
             if body_done:  # e.g. Starlette listening for a disconnect while streaming a file
                 return await receive()
+            deadline = started + limits.body_timeout_s + received / limits.min_body_rate
             wait = min(limits.idle_timeout_s, deadline - time.monotonic())
             if wait <= 0:
                 raise _timeout(limits)
@@ -189,7 +194,8 @@ def _timeout(limits: RequestLimits) -> ServiceError:
     return ServiceError(
         408,
         f"the request body did not arrive in time (at most {limits.idle_timeout_s:g} s "
-        f"between chunks, {limits.body_timeout_s:g} s in all)",
+        f"between chunks, and {limits.body_timeout_s:g} s plus 1 s per "
+        f"{limits.min_body_rate / 1024:g} KB in all)",
         close=True,
     )
 
