@@ -30,6 +30,7 @@ crash-safe at every step. Metadata is validated before anything is written (a re
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -51,6 +52,14 @@ __all__ = ["HammingIndex", "BACKENDS", "MIN_TABLE_ROWS", "IdRangeResult"]
 BACKENDS = tuple(list_engines())
 
 Metadata = dict[str, Any] | None
+
+
+def _loads_or_none(text: str) -> Any:
+    """Stored metadata for a filter to judge; what does not parse matches as no metadata."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 class HammingIndex:
@@ -191,6 +200,7 @@ class HammingIndex:
         if self._store is not None and self._store.path.resolve() == target:
             self._store.replace_contents(codes, ids, meta_rows, self._next_id, record)
             reloaded = HammingIndex._from_store(self._store, self.backend)
+            self.__dict__.pop("_filter_cache", None)
             self.__dict__.update(reloaded.__dict__)
             return target
         if (target / storage.HEADER).exists():
@@ -260,6 +270,7 @@ class HammingIndex:
                 fresh.close()
                 raise
             store.close()
+            self.__dict__.pop("_filter_cache", None)
             self.__dict__.update(reloaded.__dict__)
             return True
         header = store.header
@@ -584,31 +595,40 @@ class HammingIndex:
         """Sorted live rows whose metadata matches ``filter`` (parsed if a string).
 
         Items without metadata are judged as ``{}`` (so ``not (x == 1)`` keeps them). The
-        metadata is read from the store on every call: exact, and linear in the index size.
+        matching ids are computed from the metadata store (exact, linear in the index size)
+        and remembered until the index changes, so paging through one filtered query reads
+        the metadata once.
         """
         parsed = parse_filter(filter)
-        live = self._live_rows()
-        if live.size == 0:
-            return live
-        live_ids = self._ids[live]
-        keep = np.full(live.shape, parsed.matches({}), dtype=bool)
-        order = np.argsort(live_ids, kind="stable")
-        sorted_ids = live_ids[order]
+        key = (parsed.to_milvus(), self._n, self._n_dead, self._n_batches)
+        cache = self.__dict__.setdefault("_filter_cache", {})
+        matching = cache.get(key)
+        if matching is None:
+            matching = self._matching_ids(parsed)
+            if len(cache) >= 16:
+                cache.pop(next(iter(cache)))
+            cache[key] = matching
+        rows = np.nonzero(np.isin(self._ids[: self._n], matching, assume_unique=False))[0]
+        return rows[self._live_mask_of(rows)]
+
+    def _matching_ids(self, parsed: Filter) -> np.ndarray:
+        """Sorted ids of the live items whose metadata matches ``parsed``."""
+        live_ids = np.sort(self._ids[self._live_rows()])
+        if live_ids.size == 0:
+            return live_ids
+        keep = np.full(live_ids.shape, parsed.matches({}), dtype=bool)
         cursor = self._meta.execute(
             "SELECT id, json FROM items WHERE batch < ?", (self._n_batches,)
         )
         while chunk := cursor.fetchmany(10000):
             chunk_ids = np.fromiter((row[0] for row in chunk), np.int64, len(chunk))
             verdicts = np.fromiter(
-                (parsed.matches(storage.decode_metadata(row[1])) for row in chunk),
-                bool,
-                len(chunk),
+                (parsed.matches(_loads_or_none(row[1])) for row in chunk), bool, len(chunk)
             )
-            where = np.searchsorted(sorted_ids, chunk_ids)
-            where = np.minimum(where, len(sorted_ids) - 1)
-            present = sorted_ids[where] == chunk_ids  # orphan rows of removed items skipped
-            keep[order[where[present]]] = verdicts[present]
-        return np.sort(live[keep])
+            where = np.minimum(np.searchsorted(live_ids, chunk_ids), len(live_ids) - 1)
+            present = live_ids[where] == chunk_ids  # orphan rows of removed items skipped
+            keep[where[present]] = verdicts[present]
+        return live_ids[keep]
 
     # ------------------------------------------------------------------ info -----------
     @property
