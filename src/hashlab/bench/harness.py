@@ -952,6 +952,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    try:  # numpy's BLAS too (ITQ-CCA, SDH, the metrics): the same spin-waiting
+        from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
+        threadpool_limits(args.threads)
+    except ImportError:  # pragma: no cover - scikit-learn always brings it
+        pass
     spec = table_spec(args.table, quick=args.quick)
     changes: dict[str, Any] = {}
     if args.bits:
