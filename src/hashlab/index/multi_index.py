@@ -243,6 +243,6 @@ class HashTables:
         total = 0
         for table in range(n_tables):
             keys = self.query_keys(queries, table)[:, None] ^ masks[None, :]
-            directory = self.dirs[table].astype(np.int64)
-            total += int((directory[keys + 1] - directory[keys]).sum())
+            directory = self.dirs[table]  # uint32; only the probed entries are widened
+            total += int((directory[keys + 1].astype(np.int64) - directory[keys]).sum())
         return total / max(len(queries), 1)

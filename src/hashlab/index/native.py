@@ -28,9 +28,9 @@ __all__ = [
     "Kernels",
 ]
 
-#: numpy scan time / compiled scan time for 64-bit top-10 over 1M codes, 100 queries, on the
-#: 2-core machine of the README's benchmark (``python benchmarks/search.py --fallback-ratio``)
-NUMPY_SLOWDOWN = 40
+#: numpy scan time / compiled scan time, 64-bit top-10 over 200k codes, 50 queries, on the
+#: README's 2-core machine (``python benchmarks/search.py --fallback-ratio`` printed 132x)
+NUMPY_SLOWDOWN = 130
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"tried": False, "kernels": None}
@@ -138,11 +138,13 @@ class Kernels:
         )  # fmt: skip
         return _flat(out)
 
-    def mih_range(self, codes, keys, skip, queries, n_rows, n_bits, radius, tables):
+    def mih_range(self, codes, keys, skip, queries, n_rows, n_bits, radius, tables, work=None):
+        """Radius search through hash tables; ``work``: the planner's estimate (scan rows)."""
         queries = _c(queries, np.uint8)
+        work = 64 * SERIAL_WORK if work is None else work
         out = self.module.mih_range(
             _c(codes, np.uint8), _c(keys, np.int64), skip, queries, n_rows, queries.shape[1],
-            n_bits, radius, tables, _threads_for(64 * SERIAL_WORK, len(queries) // 16),
+            n_bits, radius, tables, _threads_for(work, len(queries) // 16),
         )  # fmt: skip
         return _flat(out)
 

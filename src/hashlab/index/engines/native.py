@@ -357,8 +357,9 @@ class NativeEngine:
             out = kernels.range_scan(codes, keys, skip, queries, (0, self._n), self.n_bits, radius)
             return self._range_result(*out)
         n_tab = 1 if decision["plan"] == "hash" else tables.plan.n_tables
+        work = decision["costs"].get(decision["plan"], {}).get("cost", tables.n_rows) * nq
         out = kernels.mih_range(codes, keys, skip, queries, tables.n_rows, self.n_bits, radius,
-                                tables.as_kernel_tables(n_tab))  # fmt: skip
+                                tables.as_kernel_tables(n_tab), work)  # fmt: skip
         if tables.n_rows < self._n:
             tail = kernels.range_scan(codes, keys, skip, queries, (tables.n_rows, self._n),
                                       self.n_bits, radius)  # fmt: skip
