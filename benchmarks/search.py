@@ -223,8 +223,8 @@ def run_config(n, n_bits, kind, args, rng) -> tuple[list[dict], dict]:
             row[f"k{k}"] = 1e3 * seconds / len(sub)
             row[f"recall{k}"] = knn_recall(d.astype(np.int64), exact_knn[k][: len(sub)])
         knn_params()
-        row["single10"] = single_query_ms(lambda q: index.search(q, 10), sub,
-                                          min(args.single, len(sub)))  # fmt: skip
+        n_single = min(args.flat_single if name == "faiss-flat" else args.single, len(sub))
+        row["single10"] = single_query_ms(lambda q: index.search(q, 10), sub, n_single)
         return row
 
     # -- faiss IndexBinaryFlat -----------------------------------------------------------
@@ -356,6 +356,15 @@ def write_results(args, header, rows, summaries, skipped, started, out: Path) ->
          "summaries": summaries, "skipped": skipped}, indent=1, default=str))  # fmt: skip
 
 
+def command_line() -> str:
+    import shlex
+    import sys
+
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "HASHLAB_THREADS")
+                   if k in os.environ)  # fmt: skip
+    return (env + " " if env else "") + "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
 def fallback_ratio(args) -> None:
     """numpy fallback / compiled kernel on 64-bit top-10 over 200k codes, 50 queries."""
     from hashlab.index import scan
@@ -382,6 +391,8 @@ def main() -> None:
     parser.add_argument("--flat-queries", type=int, default=100)
     parser.add_argument("--flat-queries-10m", type=int, default=20)
     parser.add_argument("--single", type=int, default=50, help="single-query calls timed")
+    parser.add_argument("--flat-single", type=int, default=5,
+                        help="single-query calls timed on faiss's flat index (slow)")
     parser.add_argument("--radii", default="0,1,2,3")
     parser.add_argument("--ks", default="10,100")
     parser.add_argument("--repeat", type=int, default=2, help="best of this many runs")
@@ -406,12 +417,11 @@ def main() -> None:
     import faiss
 
     header = (
-        f"# hashlab search benchmark\n\n`python benchmarks/search.py "
-        f"{'--quick ' if args.quick else ''}--sizes {args.sizes} --bits {args.bits} "
-        f"--data {args.data}`: {platform.machine()}, {os.cpu_count()} cores, hashlab kernel "
-        f"{load_native().cpu_level} on {n_threads()} threads, faiss {faiss.__version__} on "
-        f"{faiss.omp_get_max_threads()} threads, {args.queries} queries per batch, "
-        f"seed {args.seed}. Radii inclusive (faiss asked for r + 1)."
+        f"# hashlab search benchmark\n\n`{command_line()}`: {platform.machine()}, "
+        f"{os.cpu_count()} cores (load average {os.getloadavg()[0]:.0f} at the start), "
+        f"hashlab kernel {load_native().cpu_level} on {n_threads()} threads, faiss "
+        f"{faiss.__version__} on {faiss.omp_get_max_threads()} threads, {args.queries} "
+        f"queries per batch, seed {args.seed}. Radii inclusive (faiss asked for r + 1)."
     )
     print(header, flush=True)
     rng = np.random.default_rng(args.seed)
