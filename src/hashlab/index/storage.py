@@ -526,9 +526,14 @@ class IndexStore:
             for name in leftovers:
                 (path / name).unlink()
             files = {kind: V1_FILES[kind] for kind in KINDS}
-            for kind in ("codes", "ids", "removed"):
-                _write_new_file(path / files[kind], b"")
-            _create_metadata(path / files["metadata"], [])
+            try:
+                for kind in ("codes", "ids", "removed"):
+                    _write_new_file(path / files[kind], b"")
+                _create_metadata(path / files["metadata"], [])
+            except (OSError, sqlite3.DatabaseError) as error:
+                if _is_disk_full(error):
+                    raise IndexFullError(path, "creating the index") from None
+                raise
             header = {
                 "format": FORMAT_NAME,
                 "version": FORMAT_VERSION,
@@ -631,7 +636,12 @@ class IndexStore:
             stale_data = _GENERATION_FILE.fullmatch(name) and base not in current
             if stale_data or _TEMP_HEADER.fullmatch(name):
                 entry.unlink(missing_ok=True)  # a killed compaction's or writer's leftovers
-        self._discard_uncommitted_metadata()
+        try:
+            self._discard_uncommitted_metadata()
+        except IndexFullError:
+            # readers never see those rows (their batch is uncommitted): on a full disk the
+            # writer still opens, and the next append retries the cleanup first
+            self._dirty = True
 
     def _discard_uncommitted_metadata(self) -> None:
         connection = self.metadata_connection()
