@@ -54,10 +54,8 @@ MODALITIES = ("image", "text")
 RUNTIME_OPTIONS = ("device", "amp", "progress", "checkpoint_dir", "resume")
 
 
-def label_similarity(labels_a: np.ndarray, labels_b: np.ndarray | None = None) -> np.ndarray:
-    """(N_a, N_b) bool: items share at least one label (multi-hot inputs)."""
-    labels_b = labels_a if labels_b is None else labels_b
-    return (labels_a.astype(np.float32) @ labels_b.astype(np.float32).T) > 0
+# the one label_similarity (hashlab.losses.pairwise), re-exported for existing imports
+from hashlab.losses.pairwise import label_similarity  # noqa: E402
 
 
 def _paired_dataset(
@@ -275,6 +273,11 @@ class TrainedCrossModalMethod(CrossModalMethod):
     def train_config(self) -> Any:
         """The :class:`~hashlab.train.TrainConfig` of this method's settings."""
 
+    @abstractmethod
+    def steps_per_epoch(self, labels: np.ndarray) -> int:
+        """Optimiser steps per network in one epoch on items with these (N, C) labels (what
+        an equal-updates budget converts to epochs)."""
+
     def fingerprint(self) -> dict[str, Any]:
         """What identifies a run for resuming (epochs and patience may grow between runs)."""
         params = {k: v for k, v in self.get_params().items() if k not in ("epochs", "patience")}
@@ -330,6 +333,9 @@ class TrainedCrossModalMethod(CrossModalMethod):
                 "image": self._standardise(held[0], "image"),
                 "text": self._standardise(held[1], "text"),
                 "labels": held[2],
+                # computed once, not per epoch: which training items each validation item's
+                # search should find (shared class)
+                "relevance": label_similarity(held[2], labels),
             }
         fingerprint = {
             **self.fingerprint(), "n_train": len(images),
@@ -344,7 +350,10 @@ class TrainedCrossModalMethod(CrossModalMethod):
             validation_arrays,
             fingerprint=fingerprint,
         )
-        self._train_arrays, self._device_inputs = {}, None  # do not keep the data around
+        # do not keep the data (or per-fit caches of subclasses) around after the fit
+        self._train_arrays, self._device_inputs = {}, None
+        for cache in [name for name in vars(self) if name.endswith("_cache")]:
+            delattr(self, cache)
         history = result.history
         self.extra_config_["training"] = {
             **result.to_json(),
@@ -394,16 +403,14 @@ class TrainedCrossModalMethod(CrossModalMethod):
             return (nets[modality].logits(features) >= 0).to(torch.uint8).cpu().numpy()
 
         val = {m: torch.from_numpy(validation[m]).to(state.device) for m in MODALITIES}
-        train_labels = state.train_labels.cpu().numpy()
         scores = []
         for query, database in (("image", "text"), ("text", "image")):
             scores.append(
                 evaluate(
                     codes(query, val[query]),
                     codes(database, train[database]),
-                    validation["labels"],
-                    train_labels,
                     metrics=[metric],
+                    relevance=validation["relevance"],
                 )[metric]
             )
         state.extras.setdefault("validation_by_direction", []).append(

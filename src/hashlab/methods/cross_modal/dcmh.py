@@ -102,6 +102,9 @@ class DCMH(TrainedCrossModalMethod):
             resume=self.resume,
         )  # fmt: skip
 
+    def steps_per_epoch(self, labels: np.ndarray) -> int:
+        return max(1, len(labels) // self.batch_size)  # one pass over the items per phase
+
     def build_nets(self, image_dim: int, text_dim: int) -> nn.ModuleDict:
         return nn.ModuleDict({
             m: TwoLayerNet(dim, self.hidden, self.n_bits, "relu", sigmoid=False)

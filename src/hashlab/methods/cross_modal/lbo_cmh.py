@@ -210,6 +210,12 @@ class LBOCMH(TrainedCrossModalMethod):
             checkpoint_dir=self.checkpoint_dir, resume=self.resume,
         )  # fmt: skip
 
+    def steps_per_epoch(self, labels: np.ndarray) -> int:
+        multihot = labels.astype(np.float32)
+        similar = multihot @ multihot.T > 0
+        queries = int((similar.any(axis=1) & (~similar).any(axis=1)).sum())
+        return max(1, math.ceil(queries * self.triplets_per_query / self.batch_size))
+
     def build_nets(self, image_dim: int, text_dim: int) -> nn.ModuleDict:
         return nn.ModuleDict({  # Eq. 1: sigmoid(W2 tanh(W1 f + B1) + B2)
             m: TwoLayerNet(dim, self.hidden, self.n_bits, "tanh", sigmoid=True)
@@ -229,11 +235,19 @@ class LBOCMH(TrainedCrossModalMethod):
         loss = loss + _WEIGHT_REGULARISERS[self.regulariser](net.weights(), self.theta)
         return loss + bias_l2_regulariser(net.biases(), self.omega)
 
+    def _similar(self, state: TrainState) -> np.ndarray:
+        """(k, k) bool label sharing of the training items, computed once per fit."""
+        cached = getattr(self, "_similar_cache", None)
+        if cached is None or cached[0] is not state.train_labels:
+            labels = state.train_labels.cpu().numpy()
+            cached = (state.train_labels, (labels @ labels.T) > 0)
+            self._similar_cache = cached
+        return cached[1]
+
     # -- trainer hooks ---------------------------------------------------------------------
     def training_batches(self, state: TrainState, rng: np.random.Generator) -> Any:
         inputs = self.device_inputs(state)
-        labels = state.train_labels.cpu().numpy()
-        similar = (labels @ labels.T) > 0
+        similar = self._similar(state)
         pools = state.extras.setdefault("pools", {})
         # Algorithm 1: text network first (text queries), then the image network.
         for query, other in (("text", "image"), ("image", "text")):
