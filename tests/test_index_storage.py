@@ -228,3 +228,12 @@ def test_create_refuses_to_overwrite(tmp_path):
     path = make_index(tmp_path)
     with pytest.raises(FileExistsError):
         HammingIndex.create(path, 32)
+
+
+def test_reader_opens_a_directory_whose_name_looks_like_uri_syntax(tmp_path):
+    path = tmp_path / "photos?mode=rwc #1 %41"
+    index = HammingIndex.create(path, 16)
+    index.add(np.zeros((1, 2), np.uint8), metadata=[{"a": 1}])
+    index.close()
+    assert HammingIndex.open(path).metadata([0]) == [{"a": 1}]
+    assert not (tmp_path / "photos").exists()  # nothing created beside it

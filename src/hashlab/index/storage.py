@@ -46,6 +46,7 @@ import os
 import re
 import secrets
 import sqlite3
+import urllib.parse
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -377,9 +378,11 @@ def open_metadata(path: str | Path, readonly: bool = False) -> sqlite3.Connectio
     if not path.is_file():
         raise IndexFormatError(f"{path} is missing: the index has lost its metadata store")
     if readonly:
-        uri = f"file:{path}?mode=ro"
+        # quoted: a directory name with '?', '#' or '%' must not be read as URI syntax
+        where = urllib.parse.quote(str(path.resolve()))
+        uri = f"file:{where}?mode=ro"
         if not os.access(path.parent, os.W_OK):
-            uri = f"file:{path}?immutable=1"
+            uri = f"file:{where}?immutable=1"
         connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
     else:
         connection = sqlite3.connect(str(path), check_same_thread=False)
