@@ -21,6 +21,9 @@ weight of the other loss terms independent of the batch size, and we state it).
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as functional
 
@@ -32,12 +35,17 @@ __all__ = [
 ]
 
 
-def label_similarity(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Tensor:
-    """0/1 similarity of two label matrices (N, C), (M, C): 1 where they share a label.
+def label_similarity(labels_a: Any, labels_b: Any = None) -> Any:
+    """Similarity of two label matrices (N, C), (M, C): items that share at least one label.
 
-    Single-label data enters as one-hot rows; multi-label as multi-hot rows.
+    The one definition of label relevance in hashlab. Single-label data enters as one-hot
+    rows, multi-label as multi-hot rows; ``labels_b`` defaults to ``labels_a``. Tensors give a
+    0/1 float tensor (what the losses multiply with), numpy arrays a bool array.
     """
-    return (labels_a.float() @ labels_b.float().T > 0).float()
+    labels_b = labels_a if labels_b is None else labels_b
+    if isinstance(labels_a, torch.Tensor):
+        return (labels_a.float() @ labels_b.float().T > 0).float()
+    return (np.asarray(labels_a, np.float32) @ np.asarray(labels_b, np.float32).T) > 0
 
 
 def class_balance_weights(s: torch.Tensor) -> torch.Tensor:

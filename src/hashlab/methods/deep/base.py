@@ -10,12 +10,16 @@ A deep method is a :class:`~hashlab.methods.base.HashMethod` (``create(name, n_b
   (default :class:`HashHead`: the papers' fc hash layer, optionally after a hidden layer, with
   the method's ``head_activation``);
 * ``loss(outputs, labels, state) -> scalar``: composed from ``hashlab.losses``;
-* optional trainer hooks (``on_epoch_start`` etc., see ``hashlab.train.trainer``);
-* optional data hooks: ``training_targets`` / ``validation_targets`` (what the trainer fits
-  against: the labels by default; a weakly supervised method returns the images' tags, see
-  ``tagged.py``) and ``input_features`` (a feature array -> (N, D) network inputs, e.g.
-  IDEA's attention pooling of region maps; methods with ``feature_map = True`` get the
-  backbone's (N, C, 7, 7) region maps instead of pooled vectors from a ``Dataset``).
+* ``tags`` (:class:`~hashlab.methods.tags.MethodTags`): ``inputs="feature_maps"`` gets the
+  backbone's (N, C, 7, 7) region maps instead of pooled vectors, ``supervision="tags"`` the
+  images' tags instead of their labels;
+* optional trainer and data hooks (``hooks.py``: ``on_epoch_start``, ``training_targets``,
+  ``input_features`` ...).
+
+The pieces live by job: ``config.py`` (``DeepHashConfig``), ``network.py`` (``HashHead``,
+``DeepHashNetwork``), ``hooks.py`` (hook defaults), ``persistence.py`` (weights files); this
+file is fit / encode / save / load. Validation carving is ``hashlab.data.splits``; which
+inputs a method gets from a data set is ``hashlab.pipeline.method_inputs``.
 
 The :class:`~hashlab.train.Trainer` does the rest. Two modes (``mode=``):
 
@@ -29,19 +33,20 @@ The :class:`~hashlab.train.Trainer` does the rest. Two modes (``mode=``):
 
 Validation: ``validation_fraction`` of the training items (per class for single-label data)
 is held out for per-epoch validation mAP, best-epoch selection and early stopping; pass
-``fit(..., validation=(x_val, y_val))`` to use an explicit validation split instead.
+``fit(train, validation=dataset)`` (or the array form ``validation=(x_val, y_val)``) to use an
+explicit validation split instead.
 
 Saved model directory: ``config.json`` (method, params, hashlab version, backbone, mode,
 preprocessing, training history and protocol) and the weights in ``weights.safetensors``
 when the ``safetensors`` package is installed, else ``weights.pt`` (``torch.save`` of a
-tensor dict, read back with ``weights_only=True``). ``encode_images`` embeds new images with
-the recorded backbone, so an index or service needs nothing but the directory.
+tensor dict, read back with ``weights_only=True``). ``hashlab.pipeline.encode_images`` hashes
+new images with the recorded backbone, so an index or service needs nothing but the directory.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,121 +54,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from hashlab.backbones.registry import DEFAULT_BACKBONE
 from hashlab.data.dataset import Dataset, as_multihot
 from hashlab.data.splits import carve_validation
 from hashlab.errors import ConfigError, InputError
-from hashlab.losses.pairwise import label_similarity
 from hashlab.methods.base import HashMethod, atomic_directory, check_features
-from hashlab.train import FeatureInputs, ImageInputs, InputSource, TrainConfig, Trainer
+from hashlab.methods.deep.config import MODES, RUNTIME_OPTIONS, DeepHashConfig
+from hashlab.methods.deep.hooks import DeepHooks
+from hashlab.methods.deep.network import DeepHashNetwork, HashHead
+from hashlab.methods.deep.persistence import load_tensors, save_tensors
+from hashlab.train import FeatureInputs, ImageInputs, InputSource, Trainer
 from hashlab.train.trainer import TrainState, resolve_device
 
-__all__ = ["DeepHashConfig", "DeepHashMethod", "DeepHashNetwork", "HashHead", "carve_validation"]
+# re-exported: method files and benches import these from here
+__all__ = ["MODES", "RUNTIME_OPTIONS", "DeepHashConfig", "DeepHashMethod", "DeepHashNetwork",
+           "HashHead", "carve_validation"]  # fmt: skip
 
-MODES = ("frozen", "finetune")
-# options that say how to run, not what to learn: accepted by __init__, not saved as params
-RUNTIME_OPTIONS = ("device", "amp", "progress", "checkpoint_dir", "resume", "num_workers")
-
-
-@dataclass
-class DeepHashConfig:
-    """Options shared by every deep method; subclasses add the paper's own."""
-
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    optimizer: str = "adam"
-    patience: int | None = 10
-    validation_metric: str = "map@all"  # checkpoint selection: the table's headline metric
-    validation_fraction: float = 0.1
-    # the default CPU protocol (issue 14): a small MLP head (features -> 1024 -> K, ReLU,
-    # dropout) on frozen backbone features, the analogue of the papers' fine-tuned fc6-fc8;
-    # head_hidden=0 is one linear hash layer (the papers' fc8 alone), kept as an ablation
-    head_hidden: int = 1024
-    dropout: float = 0.5
-    mode: str = "frozen"
-    backbone: str = DEFAULT_BACKBONE
-    backbone_weights: str | None = None
-    backbone_lr_scale: float = 0.1
-    # runtime options (RUNTIME_OPTIONS)
-    device: str | None = None
-    amp: bool = True
-    progress: bool = False
-    checkpoint_dir: str | None = None
-    resume: bool = False
-    num_workers: int = 0
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"mode must be 'frozen' or 'finetune', got {self.mode!r}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise ConfigError(
-                f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
-            )
-
-    @classmethod
-    def search_space(cls) -> dict[str, tuple]:
-        """What the bench harness tunes on validation (``hashlab.bench.tuning`` format)."""
-        return {"lr": ("float", 1e-4, 1e-2, "log"), "weight_decay": ("float", 1e-6, 1e-3, "log")}
-
-    def train_config(self, seed: int) -> TrainConfig:
-        shared = {f.name for f in fields(TrainConfig)}
-        return TrainConfig(seed=seed, **{k: v for k, v in asdict(self).items() if k in shared})
-
-
-class HashHead(nn.Module):
-    """[fc -> ReLU -> dropout ->] fc to K units -> activation ("tanh", "sigmoid", "identity")."""
-
-    def __init__(
-        self,
-        input_dim: int,
-        n_bits: int,
-        hidden: int = 0,
-        dropout: float = 0.0,
-        activation: str = "tanh",
-    ) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        width = input_dim
-        if hidden:
-            layers += [nn.Linear(input_dim, hidden), nn.ReLU(), nn.Dropout(dropout)]
-            width = hidden
-        layers.append(nn.Linear(width, n_bits))
-        self.layers = nn.Sequential(*layers)
-        if activation not in ("tanh", "sigmoid", "identity"):
-            raise ValueError(f"unknown head activation {activation!r}")
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.layers(x)
-        if self.activation == "tanh":
-            return torch.tanh(z)
-        if self.activation == "sigmoid":
-            return torch.sigmoid(z)
-        return z
-
-
-class DeepHashNetwork(nn.Module):
-    """[backbone ->] [standardise ->] head. Frozen mode standardises; fine-tune has a backbone."""
-
-    def __init__(self, head: nn.Module, backbone: nn.Module | None, input_dim: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-        if backbone is None:
-            self.register_buffer("feature_mean", torch.zeros(input_dim))
-            self.register_buffer("feature_std", torch.ones(input_dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.backbone is not None:
-            x = self.backbone(x)
-        else:
-            x = (x - self.feature_mean) / self.feature_std
-        return self.head(x)
-
-
-class DeepHashMethod(HashMethod):
+class DeepHashMethod(DeepHooks, HashMethod):
     """Base of the deep methods; see the module docstring."""
 
     Config: ClassVar[type[DeepHashConfig]] = DeepHashConfig
@@ -206,62 +112,6 @@ class DeepHashMethod(HashMethod):
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor, state: TrainState) -> torch.Tensor:
         raise TypeError(f"{type(self).__name__} must define loss(outputs, labels, state)")
-
-    # -- trainer hooks (defaults) -------------------------------------------------------
-    def on_train_start(self, state: TrainState) -> None:
-        """Called once before the first epoch of a fresh (not resumed) run."""
-
-    def on_epoch_start(self, state: TrainState) -> None:
-        """Called before each epoch (e.g. HashNet's beta continuation)."""
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        """Called after each epoch's batches, before validation (e.g. ADSH's code update)."""
-
-    def on_train_end(self, state: TrainState) -> None:
-        """Called once after training, with the best epoch's weights in the network."""
-
-    def epoch_order(self, state: TrainState, rng: np.random.Generator) -> np.ndarray:
-        """Training items of one epoch, in order: a fresh permutation of all of them."""
-        return rng.permutation(len(state.train_labels))
-
-    def parameter_groups(self, network: nn.Module, lr: float) -> list[dict[str, Any]]:
-        """Backbone parameters at ``backbone_lr_scale * lr``, everything else at ``lr``."""
-        backbone = list(network.backbone.parameters()) if network.backbone is not None else []
-        backbone_ids = {id(p) for p in backbone}
-        rest = [p for p in network.parameters() if id(p) not in backbone_ids]
-        groups = [{"params": rest, "lr": lr}]
-        if backbone:
-            groups.append({"params": backbone, "lr": lr * self.hparams.backbone_lr_scale})
-        return groups
-
-    def binarize(self, outputs: torch.Tensor) -> np.ndarray:
-        return (outputs > self.code_threshold).to(torch.uint8).cpu().numpy()
-
-    # -- data hooks (defaults: supervised by labels, features used as given) -------------
-    def training_targets(self, x: Any, y: Any, n_items: int, **supervision: Any) -> np.ndarray:
-        """What the trainer fits against, (N,) ids or (N, C) 0/1: the labels by default.
-
-        ``supervision`` are the extra keywords given to ``fit`` (none for label-supervised
-        methods); a weakly supervised method returns tags here and refuses labels.
-        """
-        if supervision:
-            raise InputError(
-                f"{self.name}.fit() got unexpected keyword arguments: {', '.join(supervision)}"
-            )
-        return self._check_labels(y if y is not None else getattr(x, "labels", None), n_items)
-
-    def validation_targets(self, x: Any, y: Any, n_items: int) -> np.ndarray:
-        """Targets of an explicit ``validation=(x, y)`` split, in the same form as training's."""
-        return self._check_labels(y if y is not None else getattr(x, "labels", None), n_items)
-
-    def input_features(self, features: np.ndarray) -> np.ndarray:
-        """A feature array given to fit / encode -> (N, D) network inputs (default: as is)."""
-        return features
-
-    @staticmethod
-    def similarity(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Tensor:
-        """0/1 label similarity of two multi-hot label batches."""
-        return label_similarity(labels_a, labels_b)
 
     # -- fit / encode -------------------------------------------------------------------
     def fit(
@@ -354,7 +204,7 @@ class DeepHashMethod(HashMethod):
             if key != "input_dim_":
                 tensors[f"state.{key}"] = torch.as_tensor(np.asarray(value)).contiguous()
         with atomic_directory(path) as tmp:
-            weights_file = _save_tensors(tensors, tmp)
+            weights_file = save_tensors(tensors, tmp)
             config = {**self.config(), "input_dim": self.input_dim_, "weights_file": weights_file}
             (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
         return Path(path)
@@ -364,7 +214,7 @@ class DeepHashMethod(HashMethod):
         path = Path(path)
         saved = json.loads((path / "config.json").read_text())
         model = cls(**saved["params"])
-        tensors = _load_tensors(path / saved["weights_file"])
+        tensors = load_tensors(path / saved["weights_file"])
         model.extra_config_ = saved.get("extra", {})
         model.input_dim_ = int(saved["input_dim"])
         # learned state first: a network's shape may depend on it (e.g. the tag vectors)
@@ -483,25 +333,3 @@ class DeepHashMethod(HashMethod):
         return described
 
 
-def _save_tensors(tensors: dict[str, torch.Tensor], folder: Path) -> str:
-    try:
-        from safetensors.torch import save_file
-    except ModuleNotFoundError:
-        torch.save(tensors, folder / "weights.pt")
-        return "weights.pt"
-    save_file({k: v.clone() for k, v in tensors.items()}, str(folder / "weights.safetensors"))
-    return "weights.safetensors"
-
-
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"model weights {path} are missing")
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ModuleNotFoundError:
-            raise ValueError(
-                f"{path} needs the safetensors package to be read: pip install safetensors"
-            ) from None
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
