@@ -71,7 +71,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed in the finally below
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # torch import + model load on a busy machine
         while True:
             try:
                 httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).raise_for_status()
@@ -143,7 +143,7 @@ def test_the_hostile_corpus_gets_reasons_and_leaves_the_index_untouched(server: 
             except Exception as error:  # noqa: BLE001
                 failures.append(f"{case['name']}: the connection was dropped ({error!r})")
         sock.close()
-        if elapsed > 20:
+        if elapsed > 45:
             failures.append(f"{case['name']}: took {elapsed:.1f} s")
         health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10)
         if health.status_code != 200 or health.json()["items"] != n_items:
@@ -217,3 +217,20 @@ def test_an_idle_half_open_connection_is_closed(server: dict) -> None:
     assert time.monotonic() - started < 10
     assert data.startswith(b"HTTP/1.1 408")
     sock.close()
+
+
+def test_a_second_writing_server_on_the_same_index_is_refused(server: dict) -> None:
+    """Issue 15.2: two ``serve`` processes with a token on one directory both took writes.
+
+    The second now stops at start with one line naming the first one's pid, and the first
+    keeps serving; a read-only server (no token) may run beside it.
+    """
+    root, pid = server["root"], server["process"].pid
+    command = [sys.executable, "-m", "hashlab", "serve", "--model", str(root / "model"),
+               "--index", str(root / "index"), "--port", str(free_port())]  # fmt: skip
+    env = {**os.environ, "HASHLAB_TOKEN": TOKEN}
+    second = subprocess.run(command, env=env, capture_output=True, timeout=180)
+    assert second.returncode == 2, second.stderr.decode()[-2000:]
+    message = second.stderr.decode().strip().splitlines()[-1]
+    assert f"pid {pid}" in message and "Traceback" not in second.stderr.decode(), message
+    assert httpx.get(f"http://127.0.0.1:{server['port']}/health").status_code == 200
