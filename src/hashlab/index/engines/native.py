@@ -39,7 +39,13 @@ import numpy as np
 
 from hashlab.index import scan as numpy_scan
 from hashlab.index.engines import RangeResult, register_engine
-from hashlab.index.multi_index import HashTables, MihPlan, n_probes, plan_tables
+from hashlab.index.multi_index import (
+    HashTables,
+    MihPlan,
+    n_probes,
+    plan_tables,
+    table_bytes_per_item,
+)
 from hashlab.index.native import load_native, n_threads
 
 __all__ = ["NativeEngine", "PLANS"]
@@ -406,11 +412,14 @@ class NativeEngine:
         tables = self.tables
         plan = tables.plan if tables is not None else self._table_plan()
         dir_bytes = 4 * ((1 << plan.key_bits) + 1)
+        # mih as built, or (when the memory cap kept one table) at the paper's m: what it
+        # would cost, which is why it was not built
+        mih = plan if plan.n_tables > 1 else plan_tables(self.n_bits, n, self.n_bytes, None)
         info["bytes_per_item"] = {
             "raw_codes_and_ids": self.n_bytes + 8,
             "scan": 0.0,
             "hash": dir_bytes / n,
-            "mih": (plan.n_tables * dir_bytes + (plan.n_tables - 1) * 4 * n) / n,
+            f"mih (m={mih.n_tables})": table_bytes_per_item(mih.n_tables, mih.key_bits, n),
         }
         info["memory_ratio_by_plan"] = {
             name: (raw + value * n) / raw
