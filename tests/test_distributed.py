@@ -9,7 +9,8 @@ losses (DCH, DHN, DSH, DNNH, HashNet, IDEA...) only match because the loss sees 
 rank's codes (the differentiable all-gather); a control shows that half-batches alone give
 clearly different weights, so the tolerance is far below what a wrong gather would produce.
 The same launch then runs ``hashlab train`` (what ``torchrun -m hashlab train`` runs) and
-checks that rank 0 alone saved and printed, and that the model equals a one-process run.
+checks that rank 0 alone saved and printed, and that the model equals a one-process run,
+and ``hashlab encode`` of 12 MIRFlickr thumbnails with the ranks as workers.
 
 Dropout is off: one process draws one mask per item of the global batch, two ranks draw
 masks for their halves, so no run with dropout can match bit for bit.
@@ -114,9 +115,14 @@ def cli_train(out: Path) -> list[str]:
             "--device", "cpu", "--param", "dropout=0", "--out", str(out)]  # fmt: skip
 
 
+def cli_encode(model: Path, images: Path, out: Path) -> list[str]:
+    """``hashlab encode`` arguments of the sharded-encoding case (the ranks are the workers)."""
+    return ["encode", str(model), "--images", str(images), "--out", str(out), "--shard-size", "3"]
+
+
 def _worker(out: Path) -> None:
     """One rank of the torchrun launch: train every case, rank 0 saves the results; then
-    ``hashlab train`` itself, as ``torchrun -m hashlab train`` would run it."""
+    ``hashlab train`` and ``hashlab encode`` themselves, as ``torchrun -m hashlab`` runs them."""
     from hashlab.cli import main
 
     torch.set_num_threads(1)
@@ -125,6 +131,32 @@ def _worker(out: Path) -> None:
     if int(os.environ["RANK"]) == 0:
         torch.save(results, out)
     assert main(cli_train(out.with_name("cli_model"))) == 0
+    folder = out.with_name("images")
+    if folder.is_dir():
+        assert main(cli_encode(out.with_name("encode_model"), folder,
+                               out.with_name("codes.npy"))) == 0  # fmt: skip
+
+
+def _encode_fixture(tmp_path: Path) -> Path | None:
+    """12 MIRFlickr thumbnails and a small model (ITQ on the small CNN), or None without them."""
+    from conftest import SHARED_DATA
+
+    thumbs = SHARED_DATA / "mirflickr25k" / "thumbs"
+    if not thumbs.is_dir():
+        return None
+    import shutil
+
+    from hashlab.backbones.features import image_features
+    from hashlab.pipeline import list_images
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in sorted(os.listdir(thumbs))[:12]:
+        shutil.copy(thumbs / name, folder / name)
+    model = hashlab.create("itq", n_bits=8).fit(image_features(list_images(folder), "small_cnn"))
+    model.extra_config_ = {"backbone": "small_cnn"}
+    model.save(tmp_path / "encode_model")
+    return folder
 
 
 def _free_port() -> int:
@@ -135,6 +167,8 @@ def _free_port() -> int:
 
 def test_two_cpu_processes_train_every_deep_method_like_one(tmp_path, monkeypatch):
     out = tmp_path / "ranks.pt"
+    monkeypatch.setenv("HASHLAB_CACHE", str(tmp_path / "cache"))
+    images = _encode_fixture(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HASHLAB_CACHE": str(tmp_path / "cache")}
     launch = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -145,7 +179,6 @@ def test_two_cpu_processes_train_every_deep_method_like_one(tmp_path, monkeypatc
     assert launch.returncode == 0, launch.stderr[-4000:]
     distributed = torch.load(out, weights_only=False)
 
-    monkeypatch.setenv("HASHLAB_CACHE", str(tmp_path / "cache"))
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     threads = torch.get_num_threads()
@@ -180,6 +213,16 @@ def test_two_cpu_processes_train_every_deep_method_like_one(tmp_path, monkeypatc
                    ("cli_single", "cli_model")]  # fmt: skip
         for key, value in trained[0].items():
             assert torch.allclose(trained[1][key], value, atol=2e-5, rtol=1e-4), key
+
+        # hashlab encode under torchrun: the two ranks shared the shards, rank 0 merged them
+        if images is not None:
+            from hashlab.pipeline import encode_images, list_images
+
+            expected = encode_images(hashlab.load(tmp_path / "encode_model"), list_images(images))
+            assert np.array_equal(np.load(tmp_path / "codes.npy"), expected)
+            shards = json.loads((tmp_path / "codes.shards.json").read_text())
+            assert shards["workers"] == 2 and shards["n_shards"] == 4
+            assert len({entry["pid"] for entry in shards["shard_log"]}) == 2
 
         # control: what each rank would learn from its half-batch alone is far outside the
         # tolerance above, so matching means the loss really saw the global batch
