@@ -72,8 +72,7 @@ def run_row(
 ) -> dict[str, Any]:  # fmt: skip
     """Fit one row on ``train`` and score the queries against the database."""
     model = hashlab.create(method, n_bits=n_bits, seed=seed, device="cpu", **params)
-    generative = getattr(model, "trains_on_images", False)
-    x = data["pixels"] if generative else data["features"]
+    x = data["pixels"] if model.input_kind == "pixels" else data["features"]
     start = time.perf_counter()
     model.fit(x[train], data["labels"][train])
     seconds = time.perf_counter() - start
