@@ -64,6 +64,8 @@ PLANNER_SAMPLE = 16
 KNN_PROBE_BUDGET = 0.25
 #: queries tried by probing before deciding whether the rest of the batch should be scanned
 KNN_PILOT_QUERIES = 32
+#: after a failed k-NN pilot, this many calls (at that k or larger) skip probing
+KNN_SKIP_CALLS = 16
 #: a filtered search over fewer allowed rows than this share gathers them and scans those
 ALLOWED_GATHER_SHARE = 1 / 16
 
@@ -114,6 +116,7 @@ class NativeEngine:
         self._pos_of: np.ndarray | None = None
         self.tables: HashTables | None = None
         self.last_plan: dict[str, Any] = {}
+        self._knn_memory: dict[str, int] = {}
 
     # ------------------------------------------------------------------ contents -------
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -302,11 +305,21 @@ class NativeEngine:
         d = np.full((nq, k), -1, dtype=np.int32)
         pos = np.full((nq, k), -1, dtype=np.int64)
         failed = np.ones(nq, dtype=bool)
+        probed = "hash" if n_tab == 1 else "mih"
+        memory = self._knn_memory
+        if not forced and memory.get("k", -1) >= k and memory.get("skip_calls", 0) > 0:
+            # recent pilots at this k or less failed: small batches (single queries) go
+            # straight to the scan instead of paying a failing pilot each call
+            memory["skip_calls"] -= 1
+            self.last_plan = {"query": "knn", "plan": "scan", "reason": "recent pilots failed"}
+            return kernels.knn_scan(codes, keys, skip, queries, (0, n_rows), self.n_bits, k)
         pilot = nq if forced else min(nq, KNN_PILOT_QUERIES)
         d[:pilot], pos[:pilot], failed[:pilot] = kernels.mih_knn(
             codes, keys, skip, queries[:pilot], n_rows, self.n_bits, k, budget, kt
         )
-        probed = "hash" if n_tab == 1 else "mih"
+        if not forced:
+            pilot_failed = failed[:pilot].mean() >= 0.5
+            self._knn_memory = {"k": k, "skip_calls": KNN_SKIP_CALLS} if pilot_failed else {}
         if pilot < nq and failed[:pilot].mean() < 0.5:
             d[pilot:], pos[pilot:], failed[pilot:] = kernels.mih_knn(
                 codes, keys, skip, queries[pilot:], n_rows, self.n_bits, k, budget, kt
