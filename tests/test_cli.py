@@ -24,7 +24,16 @@ def test_demo_prints_table_writes_plots_and_searches(tmp_path):
     result = run_cli("demo", "--out", str(tmp_path / "demo"), "--methods", "lsh,itq,itq_cca")
     assert result.returncode == 0, result.stderr
     assert "| method |" in result.stdout
-    assert "Example search" in result.stdout
+    # the whole road: a shallow and a deep model each index the digit images and find the
+    # query's digit; the HTTP service over the deep index answers what the index answers
+    road = [line for line in result.stdout.splitlines() if "top 10 digits" in line]
+    assert [line.split(" at ")[0] for line in road] == ["itq_cca", "dch"], result.stdout
+    query_digit = int(road[0].split("(digit ")[1].split(")")[0])
+    found = [json.loads(line.split("top 10 digits ")[1].split("]")[0] + "]") for line in road]
+    assert all(len(f) == 10 and f.count(query_digit) >= 2 for f in found), found  # random: ~1
+    http = [line for line in result.stdout.splitlines() if line.startswith("HTTP")]
+    assert http and http[0].endswith(str(found[1]).replace("'", "")), result.stdout
+    assert len(list((tmp_path / "demo" / "images").glob("*.png"))) == 1597
     assert (tmp_path / "demo" / "pr_curve_32bits.png").stat().st_size > 1000
     rows = json.loads((tmp_path / "demo" / "result.json").read_text())["rows"]
     by_method = {(r["method"], r["bits"]): r["map@all"] for r in rows}
@@ -77,3 +86,24 @@ def test_nan_features_are_rejected(tmp_path):
     features[3, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         hashlab.create("itq", n_bits=4).fit(features)
+
+
+def test_bad_parameters_and_huge_k_are_user_errors_not_tracebacks(tmp_path):
+    result = run_cli("train", "--method", "itq", "--dataset", "digits", "--bits", "16",
+                     "--out", str(tmp_path / "m"), "--param", "bogus=1")  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "itq has no parameter 'bogus'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_real_bug_shows_its_traceback(monkeypatch):
+    """Only hashlab's own errors (and OS errors on user paths) become exit 2: a bug is a bug."""
+    import hashlab.cli.demo as demo
+
+    def broken(args):
+        return {}["no such key"]
+
+    monkeypatch.setattr(demo, "run", broken)
+    with pytest.raises(KeyError):
+        main(["demo"])

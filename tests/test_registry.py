@@ -145,3 +145,28 @@ def test_fit_encode_save_load_and_bad_inputs(name, fixtures, tmp_path):
         else:
             train = replace(train, labels=None, tags=None)
         unsupervised.fit(train)
+
+
+@pytest.mark.parametrize(
+    "package, forbidden",
+    [
+        ("hashlab.data", ("hashlab.backbones", "hashlab.methods", "hashlab.index")),
+        ("hashlab.index", ("hashlab.backbones", "hashlab.methods", "hashlab.pipeline")),
+        ("hashlab.backbones", ("hashlab.methods", "hashlab.index", "hashlab.pipeline")),
+        ("hashlab.methods.registry", ("hashlab.cli", "hashlab.service", "hashlab.index")),
+    ],
+)
+def test_no_import_runs_back_up_the_flow(package, forbidden):
+    """data -> features -> method -> codes -> index: importing a package (and whatever it
+    imports) never pulls in a package above it; a fresh interpreter shows what it loads."""
+    import subprocess
+    import sys
+
+    code = (f"import sys, {package}; "
+            f"print(sorted(m for m in sys.modules if m.startswith({forbidden!r})))")  # fmt: skip
+    if package == "hashlab.methods.registry":
+        code = code.replace(f"{package};", f"{package}; {package}._import_all();")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
