@@ -511,6 +511,15 @@ class HammingIndex:
             self._reset_engine()
         return self._engine
 
+    def _allowed_rows(self, filter: str | Filter | None) -> np.ndarray | None:  # noqa: A002
+        """Rows a filtered search may return, numbered after any reorder the engine needs."""
+        if filter is None:
+            return None
+        prepare = getattr(self._current_engine(), "prepare", None)
+        if prepare is not None:
+            prepare()  # a table build reorders rows: row numbers are taken after it
+        return self.filter_rows(filter)
+
     @property
     def engine(self) -> Engine:
         """The search engine behind this index (see :mod:`hashlab.index.engines`)."""
@@ -536,7 +545,7 @@ class HammingIndex:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         k = int(k)
         n_q = q.shape[0]
-        allowed = None if filter is None else self.filter_rows(filter)
+        allowed = self._allowed_rows(filter)
         if len(self) == 0 or n_q == 0 or (allowed is not None and len(allowed) == 0):
             dists = np.full((n_q, k), -1, dtype=np.int32)
             ids = np.full((n_q, k), -1, dtype=np.int64)
@@ -567,7 +576,7 @@ class HammingIndex:
             raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
         radius = int(min(radius, self.n_bits))
         n_q = q.shape[0]
-        allowed = None if filter is None else self.filter_rows(filter)
+        allowed = self._allowed_rows(filter)
         if len(self) == 0 or n_q == 0 or (allowed is not None and len(allowed) == 0):
             found = RangeResult.empty(n_q)
         else:

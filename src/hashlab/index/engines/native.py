@@ -191,6 +191,11 @@ class NativeEngine:
         )
         return self.tables
 
+    def prepare(self) -> None:
+        """Build (or rebuild) the tables now: the owner's rows may be reordered here, so a
+        caller that computes row numbers (a filter's allowed rows) calls this first."""
+        self._ensure_tables(load_native())
+
     # ------------------------------------------------------------------ planning -------
     def _skip(self, allowed: np.ndarray | None) -> np.ndarray | None:
         if allowed is None:
