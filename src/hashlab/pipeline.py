@@ -355,6 +355,8 @@ def build_index(
     metadata_csv: str | Path | None = None,
     batch_size: int = 1000,
     on_batch: Callable[[int], None] | None = None,
+    backend: str = "native",
+    backend_params: dict[str, Any] | None = None,
 ) -> BuildRecord:
     """Encode every image under ``images`` with the saved model into a new index at ``out``.
 
@@ -386,7 +388,9 @@ def build_index(
         metadata_csv=None if metadata_csv is None else str(Path(metadata_csv).resolve()),
     )  # fmt: skip
     try:
-        index = HammingIndex.create(partial, model.n_bits)
+        index = HammingIndex.create(
+            partial, model.n_bits, backend=backend, backend_params=backend_params
+        )
         try:
             for start in range(0, len(files), batch_size):
                 batch = files[start : start + batch_size]

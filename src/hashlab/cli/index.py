@@ -34,6 +34,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--metadata", help="CSV with a 'path' column and fields per image")
     build.add_argument("--out", required=True, help="index directory to create")
     build.add_argument("--batch-size", type=int, default=BUILD_BATCH, help="images per commit")
+    build.add_argument(
+        "--backend", default="native", help="search engine: native, faiss-flat, ..., milvus"
+    )
+    build.add_argument(
+        "--uri", help="milvus: a milvus-lite file (codes.db) or a server (http://host:19530); "
+        "a server token is read from MILVUS_TOKEN, never stored"
+    )  # fmt: skip
+    build.add_argument("--collection", help="milvus: collection name (default: the index's name)")
     sharded.add_arguments(build)  # --workers N: resumable shards (hashlab.sharded_encode)
     build.set_defaults(func=run_build)
 
@@ -64,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument("-k", type=int, help="number of nearest codes")
     mode.add_argument("--radius", type=int, help="all codes within this Hamming distance")
     search.add_argument("--model", help="model for --image (default: the one that built it)")
+    search.add_argument("--filter", help="metadata filter, e.g. \"site == 'A12' and year >= 2024\"")
     search.add_argument("--json", action="store_true", help="print JSON")
     search.set_defaults(func=run_search)
 
@@ -79,12 +88,35 @@ def run_build(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     if Path(args.out).exists():
         raise UserError(f"{args.out} already exists: choose a new index directory")
+    backend = _backend_arguments(args)
     n_images = len(pipeline.list_images(args.images))
     with tqdm(total=n_images, unit="img", desc="indexing") as bar:
         record = pipeline.build_index(args.model, args.images, args.out, args.metadata,
-                                      args.batch_size, on_batch=bar.update)  # fmt: skip
+                                      args.batch_size, on_batch=bar.update,
+                                      **backend)  # fmt: skip
     print(f"indexed {record.n_images} images ({record.n_bits} bits) into {args.out}")
     return 0
+
+
+def _backend_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """backend / backend_params for the index from --backend, --uri, --collection."""
+    import re
+
+    if args.backend != "milvus":
+        if args.uri or args.collection:
+            raise UserError(f"--uri and --collection are for --backend milvus, not {args.backend}")
+        return {"backend": args.backend}
+    if not args.uri:
+        raise UserError("--backend milvus needs --uri (a file like codes.db, or http://host:19530)")
+    from hashlab.index.engines.milvus import check_uri
+
+    uri, local = check_uri(args.uri)  # a bad URI is refused before any image is encoded
+    uri = uri if local else args.uri
+    collection = args.collection or re.sub(r"\W", "_", Path(args.out).name)
+    if collection[:1].isdigit():
+        collection = "_" + collection
+    params = {"uri": uri, "collection": collection}
+    return {"backend": "milvus", "backend_params": params}
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -152,7 +184,7 @@ def run_search(args: argparse.Namespace) -> int:
         # more neighbours than items only pads with -1: asking for len(index) answers the same
         # and keeps a huge -k from allocating (Q, k) result arrays
         k = min(args.k, max(len(index), 1))
-        ids, dists, meta = index.search(code, k, with_metadata=True)
+        ids, dists, meta = index.search(code, k, with_metadata=True, filter=args.filter)
         ids, dists, meta = ids[0], dists[0], meta[0]
         keep = ids >= 0
         ids, dists = ids[keep], dists[keep]
@@ -160,7 +192,9 @@ def run_search(args: argparse.Namespace) -> int:
     else:
         if args.radius < 0:
             raise UserError(f"--radius must be non-negative, got {args.radius}")
-        ids, dists, meta = index.range_search(code, args.radius, with_metadata=True)[0]
+        ids, dists, meta = index.range_search(
+            code, args.radius, with_metadata=True, filter=args.filter
+        )[0]
     hits = [
         {"id": int(i), "distance": int(d), "metadata": m}
         for i, d, m in zip(ids, dists, meta, strict=True)

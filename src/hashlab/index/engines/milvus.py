@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import warnings
 from collections.abc import Sequence
@@ -57,7 +58,13 @@ from hashlab.errors import ConfigError, HashlabValueError
 from hashlab.index.engines import RangeResult, register_engine
 from hashlab.index.filters import And, Compare, Filter, In, Like, Not, Or, parse_filter
 
-__all__ = ["MilvusEngine", "MilvusConnectionError", "MilvusSchemaError", "MILVUS_MAX_TOPK"]
+__all__ = [
+    "check_uri",
+    "MilvusEngine",
+    "MilvusConnectionError",
+    "MilvusSchemaError",
+    "MILVUS_MAX_TOPK",
+]
 
 #: Milvus refuses a topK above this, and more query vectors than this in one request
 MILVUS_MAX_TOPK = 16384
@@ -96,7 +103,7 @@ def _import_pymilvus() -> Any:
     return pymilvus
 
 
-def _check_uri(uri: Any) -> tuple[str, bool]:
+def check_uri(uri: Any) -> tuple[str, bool]:
     """(uri to pass to pymilvus, whether it is a local milvus-lite file)."""
     if not isinstance(uri, str | Path) or not str(uri).strip():
         raise ConfigError(
@@ -150,7 +157,7 @@ class MilvusEngine:
         index_type: str = "BIN_FLAT",
         nlist: int = 1024,
         nprobe: int = 16,
-        timeout: float = 10.0,
+        timeout: float = 5.0,
         insert_batch: int = 20000,
         flush_rows: int = 200000,
         **unknown: Any,
@@ -178,7 +185,7 @@ class MilvusEngine:
             )
         self.n_bits = int(n_bits)
         self.n_bytes = (self.n_bits + 7) // 8
-        self.uri, self.local = _check_uri(uri)
+        self.uri, self.local = check_uri(uri)
         if self.local and index_type != "BIN_FLAT":
             raise ConfigError(
                 f"milvus-lite (the local file {str(uri)!r}) only has BIN_FLAT; {index_type} "
@@ -201,7 +208,8 @@ class MilvusEngine:
         self._n = 0  # rows added (or replayed) through this engine
         self._unflushed = 0
         self._pymilvus = _import_pymilvus()
-        self._client = self._connect(token)
+        # a token is never a stored parameter (index headers are plain JSON): MILVUS_TOKEN
+        self._client = self._connect(token or os.environ.get("MILVUS_TOKEN", ""))
         # rows the collection already held when opened: adds below this are replays
         self._stored_end = self._open_collection()
 
