@@ -17,6 +17,7 @@ from conftest import SHARED_DATA
 import hashlab
 from hashlab.cli import main
 from hashlab.data.mirflickr import LABEL_NAMES, load_mirflickr_images
+from hashlab.errors import HashlabError
 from hashlab.methods.deep.base import DeepHashMethod
 from hashlab.pipeline import encode_images
 
@@ -53,7 +54,7 @@ def test_train_idea_from_csv_tags_never_sees_labels(tagged_csv, tmp_path, monkey
     original = DeepHashMethod.fit
 
     def spy(self, x, y=None, validation=None, **supervision):
-        seen.append((y, validation, supervision))
+        seen.append((x, y, validation, supervision))
         return original(self, x, y, validation, **supervision)
 
     monkeypatch.setattr(DeepHashMethod, "fit", spy)
@@ -61,12 +62,14 @@ def test_train_idea_from_csv_tags_never_sees_labels(tagged_csv, tmp_path, monkey
     code = main(["train", "--method", "idea", *_data_args(tagged_csv, "tags", "label"),
                  "--bits", "16", "--epochs", "3", "--out", str(out)])  # fmt: skip
     assert code == 0
-    [(y, validation, supervision)] = seen
-    assert y is None and set(supervision) == {"tags", "tag_vocab", "embedding"}
-    assert supervision["embedding"] == "glove" and supervision["tags"].ndim == 2
+    # the one fit call: a Dataset with the tags and their vocabulary, and no labels at all
+    [(train, y, validation, supervision)] = seen
+    assert y is None and not supervision and train.labels is None
+    assert train.tags.ndim == 2 and train.tags.shape[1] == len(train.tag_vocab)
     # validation is carved from the training items and judged by their tags, not labels
-    assert validation[1].shape[1] == supervision["tags"].shape[1] == len(supervision["tag_vocab"])
+    assert validation.labels is None and validation.tags.shape[1] == train.tags.shape[1]
     saved = json.loads((out / "config.json").read_text())
+    assert saved["params"]["embedding"] == "glove"
     assert saved["extra"]["supervision"].startswith("tags only")
     assert saved["extra"]["embedding"].lower().startswith("glove")
     assert 0.0 < saved["extra"]["test_scores"]["map@all"] <= 1.0
@@ -111,5 +114,5 @@ def test_labels_passed_to_a_tag_method_are_refused():
     with pytest.raises(ValueError, match="weakly supervised"):
         model.fit(x, np.arange(20) % 2, tags=np.eye(20, 5))
     # and label-supervised methods reject tag keywords instead of ignoring them
-    with pytest.raises(TypeError, match="unexpected keyword"):
+    with pytest.raises(HashlabError, match="unexpected keyword"):
         hashlab.create("dsh", n_bits=8, epochs=1).fit(x, np.arange(20) % 2, tags=np.eye(20, 5))

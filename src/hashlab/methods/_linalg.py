@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg, sparse
 
+from hashlab.errors import InputError
+
 __all__ = [
     "check_bits_available",
     "kmeans_anchors",
@@ -24,7 +26,7 @@ __all__ = [
 def check_bits_available(method: str, n_bits: int, available: int, why: str) -> None:
     """Raise a ValueError naming the limit when a method cannot make ``n_bits`` useful bits."""
     if n_bits > available:
-        raise ValueError(
+        raise InputError(
             f"{method} can make at most {available} bits here ({why}), got n_bits={n_bits}"
         )
 
@@ -93,7 +95,7 @@ def kmeans_anchors(
     k-means for a handful of iterations too); a cluster that empties keeps its old centre.
     """
     if n_anchors > len(x):
-        raise ValueError(f"need at least {n_anchors} training items for {n_anchors} anchors")
+        raise InputError(f"need at least {n_anchors} training items for {n_anchors} anchors")
     centres = x[rng.choice(len(x), size=n_anchors, replace=False)].copy()
     for _ in range(n_iter):
         assignment = squared_distances(x, centres).argmin(axis=1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hashlab.errors import ConfigError
 from hashlab.methods._linalg import check_bits_available, kmeans_anchors, squared_distances
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.registry import register
@@ -50,7 +51,7 @@ class AnchorGraphHashing(ShallowMethod):
     ) -> None:
         super().__init__(n_bits=n_bits, seed=seed)
         if n_nearest < 1 or n_nearest > n_anchors:
-            raise ValueError(f"n_nearest must be in 1..n_anchors={n_anchors}, got {n_nearest}")
+            raise ConfigError(f"n_nearest must be in 1..n_anchors={n_anchors}, got {n_nearest}")
         self.n_anchors = int(n_anchors)
         self.n_nearest = int(n_nearest)
 

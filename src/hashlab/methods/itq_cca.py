@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from hashlab.data.dataset import as_multihot
+from hashlab.errors import InputError
 from hashlab.methods.base import ShallowMethod
 from hashlab.methods.itq import learn_itq_rotation
 from hashlab.methods.registry import register
@@ -71,7 +72,7 @@ class ITQCCA(ShallowMethod):
     def _fit(self, x: np.ndarray, y: np.ndarray | None) -> None:
         labels = as_multihot(y).astype(np.float64)
         if not (labels.std(axis=0) > 0).any():
-            raise ValueError(f"{self.name} needs labels from at least 2 classes")
+            raise InputError(f"{self.name} needs labels from at least 2 classes")
         self.mean_ = x.mean(axis=0)
         centred = x - self.mean_
         directions, correlations = cca_directions(
