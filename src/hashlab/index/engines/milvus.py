@@ -226,7 +226,10 @@ class MilvusEngine:
                 reason = f"no answer within {self.timeout:g} s"
             raise MilvusConnectionError(f"cannot open the {where}: {reason}") from None
         except Exception as error:  # grpc / milvus-lite start-up failures have no common base
-            raise MilvusConnectionError(f"cannot open the {where}: {error}") from None
+            reason = getattr(error, "message", None) or str(error)
+            if self.local:  # seen: the file is locked by a process that has it open
+                reason += " (milvus-lite lets one process open a file; use a server URI)"
+            raise MilvusConnectionError(f"cannot open the {where}: {reason}") from None
 
     def close(self) -> None:
         """Flush what is not yet flushed and drop the connection."""
