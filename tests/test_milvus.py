@@ -355,3 +355,42 @@ def test_filter_syntax_error_is_raised_before_milvus_and_changes_nothing(uri: st
     assert engine.info()["milvus_live_rows"] == 40
     engine.drop()
     engine.close()
+
+
+def test_hamming_index_on_milvus_matches_native_through_removes_and_reopen(uri, tmp_path):
+    """The same adds, removes and searches through HammingIndex on both engines."""
+    from hashlab.index import HammingIndex
+
+    rng = np.random.default_rng(9)
+    params = {"uri": uri, "collection": "through_index"}
+    on_milvus = HammingIndex.create(tmp_path / "m", N_BITS, backend="milvus", backend_params=params)
+    native = HammingIndex.create(tmp_path / "n", N_BITS)
+    for batch in range(3):
+        codes = tie_heavy_codes(rng, 400)
+        ids = rng.choice(1_000_000, size=400, replace=False) + batch * 1_000_000
+        metadata = [{"site": f"S{i % 4}", "year": 2020 + i % 5} for i in range(400)]
+        for index in (on_milvus, native):
+            index.add(codes, ids=ids, metadata=metadata)
+    gone = rng.choice(native._ids[: native._n], size=300, replace=False)
+    for index in (on_milvus, native):
+        index.remove(gone)
+    queries = tie_heavy_codes(rng, 10)
+
+    def same(a, b) -> None:
+        for k in (1, 12):
+            np.testing.assert_array_equal(a.search(queries, k)[0], b.search(queries, k)[0])
+        got, want = a.range_search(queries, 2), b.range_search(queries, 2)
+        for i in range(len(queries)):
+            np.testing.assert_array_equal(got[i][0], want[i][0])
+        text = "site in ['S1', 'S3'] and year >= 2022"
+        got = a.search(queries, 12, filter=text)
+        np.testing.assert_array_equal(got[0], b.search(queries, 12, filter=text)[0])
+        assert got[0][0][0] >= 0
+
+    same(on_milvus, native)
+    on_milvus.close()
+    reopened = HammingIndex.open(tmp_path / "m")
+    assert reopened.backend == "milvus"
+    same(reopened, native)
+    assert reopened.engine.info()["milvus_live_rows"] == len(native) == 1200 - 300
+    reopened.engine.drop()
