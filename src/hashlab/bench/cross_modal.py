@@ -108,7 +108,7 @@ def validation_split(
     Both are drawn from the training (= retrieval) items only; the check makes a leak of a
     query into model selection an error, not a silent inflation.
     """
-    from hashlab.methods.deep.base import carve_validation
+    from hashlab.data.splits import carve_validation
 
     rng = np.random.default_rng(split_seed)
     fit_pos, val_pos = carve_validation(np.asarray(data.labels)[split.train], fraction, rng)

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from hashlab.data.dataset import Dataset, as_multihot
+from hashlab.errors import InputError
 from hashlab.methods.base import HashMethod, check_features
 from hashlab.methods.tags import MethodTags
 
@@ -92,15 +93,15 @@ class CrossModalMethod(HashMethod):
         """
         if not isinstance(train, Dataset):
             if validation is None or np.ndim(validation) != 2:
-                raise ValueError(
+                raise InputError(
                     f"{self.name} is a cross-modal method: call fit(dataset) with a Dataset of "
                     "paired image features and text features, or fit(images, texts, labels)"
                 )
             train, validation = _paired_dataset(train, validation, labels, text_featurizer), None
         elif labels is not None:
-            raise ValueError("labels come from the Dataset: call fit(dataset, validation=None)")
+            raise InputError("labels come from the Dataset: call fit(dataset, validation=None)")
         if validation is not None and not isinstance(validation, Dataset):
-            raise ValueError(
+            raise InputError(
                 f"validation must be a Dataset of paired items, got {type(validation).__name__}"
             )
         images, texts, label_rows = self._paired_arrays(train, "training")
@@ -108,7 +109,7 @@ class CrossModalMethod(HashMethod):
         featurizer.setdefault("kind", "features")
         featurizer.setdefault("dim", int(texts.shape[1]))
         if featurizer["dim"] != texts.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"text_featurizer says {featurizer['dim']} dimensions but the text features "
                 f"have {texts.shape[1]}"
             )
@@ -124,7 +125,7 @@ class CrossModalMethod(HashMethod):
             for side, train_side, val_side in (("image", images, held_out[0]),
                                                ("text", texts, held_out[1])):  # fmt: skip
                 if val_side.shape[1] != train_side.shape[1]:
-                    raise ValueError(
+                    raise InputError(
                         f"validation {side} features have {val_side.shape[1]} dimensions, the "
                         f"training ones {train_side.shape[1]}"
                     )
@@ -135,7 +136,7 @@ class CrossModalMethod(HashMethod):
         self, data: Dataset, what: str
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if data.features is None or data.text is None or isinstance(data.text, list):
-            raise ValueError(
+            raise InputError(
                 f"{self.name} needs {what} items with image features (Dataset.features) and "
                 "text feature vectors (Dataset.text)"
             )
@@ -173,18 +174,18 @@ class CrossModalMethod(HashMethod):
     def encode(self, x: Any, modality: str = "image") -> np.ndarray:
         """(N, K) uint8 0/1 codes of image or text features (bit = real projection >= 0)."""
         if modality not in self.modalities:
-            raise ValueError(
+            raise InputError(
                 f"modality must be one of {', '.join(self.modalities)}, got {modality!r}"
             )
         self._check_fitted()
         if isinstance(x, Dataset):
             x = x.features if modality == "image" else x.text
             if x is None or isinstance(x, list):
-                raise ValueError(f"the Dataset has no {modality} feature vectors to encode")
+                raise InputError(f"the Dataset has no {modality} feature vectors to encode")
         features = check_features(x, f"{modality} features")
         expected = getattr(self, f"{modality}_mean_").shape[0]
         if features.shape[1] != expected:
-            raise ValueError(
+            raise InputError(
                 f"{modality} features have {features.shape[1]} dimensions, the model was "
                 f"fitted on {expected}"
             )
@@ -303,7 +304,7 @@ class TrainedCrossModalMethod(CrossModalMethod):
 
         labels = as_multihot(labels)
         if validation is None:
-            from hashlab.methods.deep.base import carve_validation
+            from hashlab.data.splits import carve_validation
 
             fraction = self.validation_fraction
             rng = np.random.default_rng(self.seed)

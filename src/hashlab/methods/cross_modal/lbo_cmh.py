@@ -60,6 +60,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hashlab.errors import ConfigError, InputError
 from hashlab.losses.cross_modal import (
     bias_l2_regulariser,
     code_feature_l1_loss,
@@ -125,7 +126,7 @@ def sample_triplets(similar: np.ndarray, per_query: int, rng: np.random.Generato
     has_both = similar.any(axis=1) & (~similar).any(axis=1)
     queries = np.repeat(np.flatnonzero(has_both), per_query)
     if len(queries) == 0:
-        raise ValueError("no training item has both a similar and a dissimilar item")
+        raise InputError("no training item has both a similar and a dissimilar item")
     positives = _draw_columns(similar, queries, rng)
     negatives = _draw_columns(~similar, queries, rng)
     return np.stack([queries, positives, negatives], axis=1)
@@ -167,14 +168,14 @@ class LBOCMH(TrainedCrossModalMethod):
         if regulariser == "orthogonal":  # saved by earlier versions: it meant the full form
             regulariser = "full"
         if regulariser not in REGULARISERS:
-            raise ValueError(f"regulariser must be one of {REGULARISERS}, got {regulariser!r}")
+            raise ConfigError(f"regulariser must be one of {REGULARISERS}, got {regulariser!r}")
         if batch_size < 2 or epochs < 1 or triplets_per_query < 1 or resample_every < 1:
-            raise ValueError(
+            raise ConfigError(
                 "batch_size must be >= 2 and epochs, triplets_per_query, resample_every >= 1, "
                 f"got {batch_size}, {epochs}, {triplets_per_query}, {resample_every}"
             )
         if optimiser not in OPTIMISERS:
-            raise ValueError(f"optimiser must be one of {OPTIMISERS}, got {optimiser!r}")
+            raise ConfigError(f"optimiser must be one of {OPTIMISERS}, got {optimiser!r}")
         self.hidden = hidden
         self.epochs = epochs
         self.batch_size = batch_size

@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hashlab.errors import ConfigError
 from hashlab.methods.cross_modal.base import CrossModalMethod
 from hashlab.methods.registry import register
 
@@ -60,7 +61,7 @@ class SePH(CrossModalMethod):
     ) -> None:
         super().__init__(n_bits=n_bits, seed=seed)
         if anchors not in ANCHOR_CHOICES:
-            raise ValueError(f"anchors must be one of {ANCHOR_CHOICES}, got {anchors!r}")
+            raise ConfigError(f"anchors must be one of {ANCHOR_CHOICES}, got {anchors!r}")
         self.alpha = alpha
         self.code_iterations = code_iterations
         self.n_anchors = n_anchors
