@@ -348,3 +348,31 @@ def test_extension_source_compiles_without_march_flags(tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_memory_cap_shortens_keys_before_dropping_tables():
+    from hashlab.index.multi_index import plan_tables, table_bytes_per_item
+
+    # 128-bit codes: 4.8 bytes per item allowed; two tables fit once keys are 16 bits
+    plan = plan_tables(128, 1_000_000, 16, max_memory_ratio=1.2)
+    assert plan.n_tables == 2 and plan.key_bits == 16 and plan.paper_tables == 6
+    assert table_bytes_per_item(2, 16, 1_000_000) <= 0.2 * (16 + 8)
+    # 64-bit codes: one permutation (4 bytes) exceeds 3.2 bytes: one table, full-length key
+    plan = plan_tables(64, 1_000_000, 8, max_memory_ratio=1.2)
+    assert plan.n_tables == 1 and plan.key_bits == 17
+
+
+@needs_kernel
+def test_two_table_plan_under_the_cap_is_exact_and_within_budget():
+    rng = np.random.default_rng(12)
+    n = 40_000
+    db = rng.integers(0, 2, (n, 128), dtype=np.uint8)
+    index = HammingIndex(128)
+    index.add(db)
+    queries = np.concatenate([db[:5], db[5:10] ^ (rng.random((5, 128)) < 0.02)])
+    got = index.range_search(queries, 3)
+    assert index.engine.last_plan["plan"] == "mih"
+    for (gi, gd), (wi, wd) in zip(got, brute(db, np.arange(n), queries, radius=3), strict=True):
+        np.testing.assert_array_equal(gi, wi)
+        np.testing.assert_array_equal(gd, wd)
+    assert index.info()["memory_bytes"] <= 1.2 * n * (16 + 8)

@@ -80,7 +80,19 @@ def plan_tables(
         return MihPlan(m, max(1, min(base_bits, n_bits // m)), paper, f"forced: m = {m}")
     allowed = math.inf if max_memory_ratio is None else (max_memory_ratio - 1.0) * (n_bytes + 8)
     m, reason = paper, "paper: m = round(K / log2 N)"
-    while m > 1 and table_bytes_per_item(m, min(base_bits, n_bits // m), n_rows) > allowed:
+    while m > 1:
+        # shorter keys (smaller directories, fuller buckets) before fewer tables: one bit
+        # halves a directory, a table less loses the pigeonhole's reach
+        for b in range(base_bits, max(base_bits - 4, 0), -1):
+            b = max(1, min(b, n_bits // m))
+            if table_bytes_per_item(m, b, n_rows) <= allowed:
+                if m < paper or b < base_bits:
+                    reason = (
+                        f"memory: m = {m} of the paper's {paper}, keys of {b} bits: each table "
+                        f"after the first costs a 4-byte row permutation per item, and "
+                        f"{max_memory_ratio}x raw allows {allowed:.1f} bytes per item"
+                    )
+                return MihPlan(m, b, paper, reason)
         m -= 1
         reason = (
             f"memory: m lowered from {paper} to {m}: each table after the first costs a 4-byte "
