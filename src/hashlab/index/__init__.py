@@ -3,8 +3,8 @@
 ``from hashlab.index import HammingIndex`` is the interface the CLI and the service use.
 """
 
-from hashlab.index.hamming_index import BACKENDS, HammingIndex
 from hashlab.index.filters import FilterError, parse_filter
+from hashlab.index.hamming_index import BACKENDS, HammingIndex
 from hashlab.index.storage import (
     IndexFormatError,
     IndexFullError,
