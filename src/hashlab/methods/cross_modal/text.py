@@ -22,13 +22,16 @@ from typing import Any
 
 import numpy as np
 
+from hashlab.errors import InputError
+
 __all__ = ["text_to_features", "text_features_from_file", "TextFeaturizerError"]
 
 _TOKEN = re.compile(r"\w+")
 
 
-class TextFeaturizerError(ValueError):
-    """Raw text that this model's text side cannot take, explained in one sentence."""
+class TextFeaturizerError(InputError):
+    """Raw text that this model's text side cannot take, explained in one sentence (a user
+    error: the CLI exits 2; still a ValueError for older callers)."""
 
 
 def _featurizer(model: Any) -> dict[str, Any]:
