@@ -318,6 +318,7 @@ def run_method_table(
     jobs: int = 1,
     command: str = "",
     claims: Sequence[tuple[str, str, str]] = METHOD_CLAIMS,
+    stem: str = "wikipedia_methods",
 ) -> dict[str, Any]:
     """The method comparison (see module docstring); writes JSON, Markdown and PNGs to ``out``.
 
@@ -356,7 +357,7 @@ def run_method_table(
         },
     }
     result["markdown"] = method_table_markdown(runs, list(rows), bits, seeds, verdicts, result)
-    _write(out, "wikipedia_methods", result)
+    _write(out, stem, result)
     curves = {r["row"]: r["pr_curve"] for r in runs if "pr_curve" in r}
     if out is not None and curves:
         result["plots"] = plot_pr_curves(curves, max(bits), out)
@@ -576,6 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cap", type=int, default=CAP_UPDATES,
                         help="most steps per network after convergence reruns")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    parser.add_argument("--rows", default=None,
+                        help="only the methods-table rows whose label starts with one of these "
+                        "comma-separated prefixes (e.g. lbo_cmh)")
     parser.add_argument("--batches", default="512,2048,8192",
                         help="Table 4's batch sizes (a subset of 512,2048,8192)")
     parser.add_argument("--quick", action="store_true",
@@ -593,7 +597,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = [s for s in TABLE4_SETTINGS if s[0] in wanted]
         print(run_batch_table(settings=settings, **common)["markdown"])
     else:
-        print(run_method_table(bits, **common)["markdown"])
+        rows, stem = METHOD_ROWS, "wikipedia_methods"
+        if args.rows:  # a subset is written beside the full table, not over it
+            prefixes = tuple(r.strip() for r in args.rows.split(",") if r.strip())
+            rows = {k: v for k, v in METHOD_ROWS.items() if k.startswith(prefixes)}
+            stem = f"wikipedia_methods_{'_'.join(prefixes)}_{'_'.join(map(str, bits))}bits"
+        print(run_method_table(bits, methods=rows, stem=stem, **common)["markdown"])
     return 0
 
 
