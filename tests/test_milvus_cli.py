@@ -43,7 +43,7 @@ if "test-milvus-sign" not in _REGISTRY:
             self.mean_ = x.mean(axis=0)
 
         def _project(self, x):
-            return (x - self.mean_)[:, :N_BITS]
+            return (x - self.mean_)[:, : self.n_bits]
 
 
 @pytest.fixture(scope="module")
