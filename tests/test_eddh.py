@@ -317,7 +317,10 @@ def test_eddh_ablation_switches_train(digits_split, switch: dict) -> None:
     import hashlab.methods.deep.eddh  # noqa: F401
 
     x_train, y_train, *_ = digits_split
-    model = hashlab.create("eddh", n_bits=12, epochs=2, batch_size=128, n_pairs=500, **switch)
+    # the single hash layer, as in the round-trip test: two epochs do not train the default
+    # 1024-unit dropout head far enough to tell an ablation that trains from one that does not
+    model = hashlab.create("eddh", n_bits=12, epochs=2, batch_size=128, n_pairs=500,
+                           head_hidden=0, dropout=0.0, **switch)  # fmt: skip
     model.fit(x_train, y_train)
     assert model.get_params()[next(iter(switch))] == next(iter(switch.values()))
     assert _map_all(model, digits_split) > 0.25
