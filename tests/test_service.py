@@ -343,15 +343,17 @@ def test_encode_images_matches_the_model_on_backbone_features(deployment: dict) 
 def test_uploads_hash_like_the_index_builder(
     client: TestClient, deployment: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The service and ``hashlab.index.encode`` (what builds indexes from folders) agree."""
-    encode = pytest.importorskip("hashlab.index.encode")
+    """The service and ``pipeline.encode_images`` through the feature cache (what builds
+    indexes from folders) agree."""
+    from hashlab import pipeline
+
     monkeypatch.setenv("HASHLAB_CACHE", str(tmp_path / "cache"))
     model = hashlab.load(deployment["root"] / "model")
     paths = []
     for i in (1, 60, 299):
         paths.append(tmp_path / f"{i}.png")
         paths[-1].write_bytes(png_bytes(deployment["images"][i]))
-    from_files = encode.encode_image_files(model, paths, dataset_key="service-test")
+    from_files = pipeline.encode_images(model, paths, cache_key="service-test")
     for path, expected in zip(paths, from_files, strict=True):
         body = client.post("/search", files={"image": ("x.png", path.read_bytes())}).json()
         assert body["query_code"] == codes_to_hex(expected[None, :])[0]

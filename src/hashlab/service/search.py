@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from hashlab.backbones import DEFAULT_BACKBONE
 from hashlab.codes import codes_to_hex, hex_to_codes
 from hashlab.data.images import ImageError, open_image
 from hashlab.service.errors import ServiceError, describe_os_error
@@ -40,7 +41,6 @@ __all__ = ["SearchService", "MAX_K", "MAX_WINDOW", "INT64_MAX"]
 DEFAULT_MAX_PIXELS = 25_000_000
 #: pixels decoded at once across all requests (two images at the cap)
 DEFAULT_DECODE_BUDGET = 2 * DEFAULT_MAX_PIXELS
-DEFAULT_BACKBONE = "efficientnet_lite0"
 MAX_K = 1000
 #: offset + page size may reach this far down a ranking
 MAX_WINDOW = 10_000
