@@ -195,6 +195,7 @@ def test_readers_beside_a_live_writer_lose_nothing(tmp_path, compact_every):
         subprocess.Popen(
             [sys.executable, str(reader_script), str(path), "5"],
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         ),
         subprocess.Popen(

@@ -34,6 +34,7 @@ import json
 import os
 import secrets
 import shutil
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -121,12 +122,20 @@ class HammingIndex:
         once). Raises :class:`~hashlab.index.storage.IndexFormatError` for a truncated,
         corrupted or foreign directory.
         """
-        store = storage.IndexStore.open(path, mode=mode, verify=verify)
-        try:
-            return cls._from_store(store, backend)
-        except BaseException:
-            store.close()
-            raise
+        for attempt in range(20):
+            store = storage.IndexStore.open(path, mode=mode, verify=verify)
+            try:
+                return cls._from_store(store, backend)
+            except (FileNotFoundError, storage.IndexFormatError, sqlite3.OperationalError):
+                store.close()
+                # a reader can race a compaction that deletes the files its header named
+                # between the store's checks and reading the arrays: retry on the new header
+                if mode != "r" or attempt == 19 or not storage.header_changed(path, store.header):
+                    raise
+            except BaseException:
+                store.close()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @classmethod
     def _from_store(cls, store: storage.IndexStore, backend: str | None = None) -> HammingIndex:

@@ -435,6 +435,14 @@ def _create_metadata(path: Path, rows: Iterable[tuple[int, int, str]]) -> None:
 
 
 # ------------------------------------------------------------------------ the store ------
+def header_changed(path: str | Path, header: dict[str, Any]) -> bool:
+    """Whether the directory's committed header is no longer ``header`` (a writer moved on)."""
+    try:
+        return _read_header(Path(path))["commit"] != header["commit"]
+    except (FileNotFoundError, IndexFormatError):
+        return True
+
+
 class IndexStore:
     """One index directory, opened as its one writer (``mode="w"``) or as a reader."""
 
@@ -585,7 +593,7 @@ class IndexStore:
             try:
                 store._check_files(verify)
                 store.metadata_connection()
-            except (FileNotFoundError, IndexFormatError):
+            except (FileNotFoundError, IndexFormatError, sqlite3.OperationalError):
                 store.close()
                 if attempt == 19 or _read_header(path)["commit"] == header["commit"]:
                     raise
