@@ -190,6 +190,10 @@ def test_tiny_table_end_to_end(digits, tmp_path):
     assert verdict["verdict"] in markdown
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["cells"]["dch@16"]["map@all"]["mean"] == pytest.approx(cell["map@all"]["mean"])
+    # the float reference (cosine on the raw features) is computed once and printed
+    reference = result["float_reference"]
+    assert 0.3 < reference["scores"]["map@all"] <= 1.0
+    assert "Float reference" in markdown and "64-d float32" in markdown
 
     # --resume: nothing is trained again, the table is the same
     again = Harness(spec, tmp_path, data=digits, resume=True, log=lambda _: None)

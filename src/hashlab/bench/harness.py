@@ -132,6 +132,8 @@ class TableSpec:
     claims: tuple[Claim, ...] = ()
     targets: tuple[Target, ...] = ()
     notes: str = ""
+    # the float upper reference (pooled features by cosine, hashlab.bench.float_reference)
+    float_reference: bool = True
 
     def row(self, label: str) -> Row:
         for row in self.rows:
@@ -645,8 +647,31 @@ class Harness:
         return record
 
     # -- the table -----------------------------------------------------------------------
+    def reference(self) -> dict[str, Any] | None:
+        """The float reference of this table (computed once, kept in the out dir)."""
+        if not self.spec.float_reference:
+            return None
+        path = self.out / "float_reference.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        from hashlab.bench.float_reference import float_reference
+
+        split = self.split
+        result = float_reference(
+            self.data.features,
+            self.data.labels,
+            split.query,
+            split.database,
+            self.spec.metrics,
+            self.spec.bits,
+        )
+        path.write_text(json.dumps(result, indent=2, default=_json_default))
+        self.log(f"float reference (cosine): {result['scores']}")
+        return result
+
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()
+        self.reference()
         for n_bits in self.spec.bits:
             for row in self.spec.rows:
                 tuned = self.tune_row(row, n_bits)
@@ -661,6 +686,9 @@ class Harness:
         key_file = self.out / "spec.json"
         key_file.write_text(json.dumps({"key": self._spec_key(), "seconds": total}))
         result = summarise(self.spec, list(self.runs.values()), list(self.tunings.values()))
+        path = self.out / "float_reference.json"
+        if self.spec.float_reference and path.is_file():
+            result["float_reference"] = json.loads(path.read_text())
         result["protocol"] = self.protocol(total)
         (self.out / "result.json").write_text(json.dumps(result, indent=2, default=_json_default))
         (self.out / "results.md").write_text(render_markdown(result))
@@ -816,6 +844,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                 out.append(text)
             lines.append(f"| {label} | " + " | ".join(out) + " |")
         lines.append("")
+    lines += _float_reference_lines(result.get("float_reference"), bits)
     if result["targets"]:
         lines += [
             "## Targets (issue 14)",
@@ -875,6 +904,36 @@ def render_markdown(result: dict[str, Any]) -> str:
             )
     lines.append("")
     return "\n".join(lines)
+
+
+def _float_reference_lines(reference: dict[str, Any] | None, bits: list[int]) -> list[str]:
+    """The float upper reference: its scores, and what the codes save in memory and time."""
+    if not reference:
+        return []
+    costs = reference["costs"]
+    scores = ", ".join(f"{k} {v:.3f}" for k, v in reference["scores"].items())
+    lines = [
+        "## Float reference: pooled CNN features ranked by cosine (no hashing)",
+        "",
+        f"{reference['feature_dim']}-d float32 features, exact cosine ranking: {scores} "
+        f"(not applicable: {', '.join(reference['not_applicable']) or 'none'}; deterministic, "
+        "so one value, not a mean over seeds). The upper bound a hash function on these "
+        "features aims at; its cost beside the codes' "
+        f"({costs['timing']}; top-{costs['k']} over {costs['n_items']:,} items):",
+        "",
+        "| representation | bytes per item | top-k CPU time per query, float / codes |",
+        "|---|---|---|",
+        f"| float32 {reference['feature_dim']}-d | {costs['float']['bytes_per_item']:,} | 1 |",
+    ]
+    for n_bits in bits:
+        code = costs["codes"].get(str(n_bits))
+        if code:
+            ratio = code["float_time_ratio"]
+            lines.append(
+                f"| {n_bits}-bit codes | {code['bytes_per_item']} | "
+                f"{'-' if ratio is None else f'{ratio:.1f}x'} |"
+            )
+    return [*lines, ""]
 
 
 def _short(value: Any) -> str:
