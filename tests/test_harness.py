@@ -200,3 +200,19 @@ def test_tiny_table_end_to_end(digits, tmp_path):
     again.trial_runner = lambda *args: pytest.fail("a finished tuning ran again")
     repeat = again.run()
     assert repeat["cells"]["dch@16"]["map@all"] == cell["map@all"]
+
+
+def test_work_groups_deal_bits_then_rows_over_workers():
+    from hashlab.bench.harness import _work_groups
+
+    spec = small_spec(rows=(Row("itq", "itq"), Row("dch", "dch", DCH_SMALL), Row("a", "dpsh")))
+    spec = replace(spec, bits=(16, 32))
+    by_bits = _work_groups(spec, 2)
+    assert [g[0] for g in by_bits] == [(16,), (32,)] and all(g[1] == spec.rows for g in by_bits)
+    by_rows = _work_groups(spec, 4)
+    assert [g[0] for g in by_rows] == [(16,), (16,), (32,), (32,)]
+    for n_bits in (16, 32):  # every (row, bits) exactly once, trained rows spread first
+        mine = [r.label for g in by_rows if g[0] == (n_bits,) for r in g[1]]
+        assert sorted(mine) == ["a", "dch", "itq"]
+    assert {r.label for r in by_rows[0][1]} == {"dch", "itq"}
+    assert len({g[2] for g in by_rows}) == 4  # one folder per worker

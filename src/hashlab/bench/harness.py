@@ -1042,6 +1042,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _work_groups(
+    spec: TableSpec, jobs: int
+) -> list[tuple[tuple[int, ...], tuple[Row, ...], str]]:
+    """(bit lengths, rows, part folder) per worker: the bit lengths dealt round robin; with
+    more workers than bit lengths, each length's rows are dealt over several workers too
+    (the trained rows first, so the slow ones spread evenly)."""
+    jobs = max(1, jobs)
+    if jobs <= len(spec.bits):
+        groups = [tuple(spec.bits[i::jobs]) for i in range(jobs)]
+        return [(g, spec.rows, "bits-" + "-".join(map(str, g))) for g in groups if g]
+    per_bits = jobs // len(spec.bits)
+    ordered = sorted(spec.rows, key=lambda r: not is_trained(r.method))
+    out = []
+    for n_bits in spec.bits:
+        for i in range(per_bits):
+            rows = tuple(ordered[i::per_bits])
+            if rows:
+                out.append(((n_bits,), rows, f"bits-{n_bits}-rows-{i + 1}of{per_bits}"))
+    return out
+
+
 def _run_in_parts(spec: TableSpec, args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Bit lengths split over ``args.jobs`` worker processes, each a harness of its own in
     ``OUT/parts/bits-...`` (log in ``log.txt`` there), merged into ``OUT`` at the end."""
@@ -1049,12 +1070,11 @@ def _run_in_parts(spec: TableSpec, args: argparse.Namespace, command: str) -> di
 
     started = time.perf_counter()
     parts = Path(args.out) / "parts"
-    groups = [spec.bits[i :: args.jobs] for i in range(max(1, args.jobs))]
-    groups = [g for g in groups if g]
+    groups = _work_groups(spec, args.jobs)
     if not args.merge_only:
         workers = []
-        for group in groups:
-            folder = parts / ("bits-" + "-".join(map(str, group)))
+        for group, rows, folder_name in groups:
+            folder = parts / folder_name
             folder.mkdir(parents=True, exist_ok=True)
             worker = [
                 sys.executable,
@@ -1067,7 +1087,7 @@ def _run_in_parts(spec: TableSpec, args: argparse.Namespace, command: str) -> di
                 "--bits",
                 ",".join(map(str, group)),
                 "--rows",
-                ",".join(r.label for r in spec.rows),
+                ",".join(r.label for r in rows),
                 "--seeds",
                 ",".join(map(str, spec.seeds)),
                 "--n-trials",
@@ -1084,7 +1104,9 @@ def _run_in_parts(spec: TableSpec, args: argparse.Namespace, command: str) -> di
             log = open(folder / "log.txt", "a")
             workers.append((subprocess.Popen(worker, stdout=log, stderr=subprocess.STDOUT), log))
             print(
-                f"worker {workers[-1][0].pid}: bits {group}, log {folder / 'log.txt'}", flush=True
+                f"worker {workers[-1][0].pid}: bits {group}, {len(rows)} rows, "
+                f"log {folder / 'log.txt'}",
+                flush=True,
             )
         failed = []
         for process, log in workers:
