@@ -129,6 +129,8 @@ class TableSpec:
     seeds: tuple[int, ...] = (0, 1, 2)
     quick_budget: Budget = Budget(epochs=8, patience=3, cap_epochs=16)
     split_seed: int = 0
+    # keyword arguments of hashlab.data.splits.make_split beyond the protocol's defaults
+    split_options: tuple[tuple[str, int], ...] = ()
     claims: tuple[Claim, ...] = ()
     targets: tuple[Target, ...] = ()
     notes: str = ""
@@ -157,6 +159,14 @@ _CIFAR_ROWS = (
     Row("sdh", "sdh"),
     *(Row(m, m, MLP_HEAD) for m in _CIFAR_DEEP),
     Row("dch-linear", "dch", LINEAR_HEAD),
+)
+# 200 queries (as hashlab.bench.idea), the other 530 items train, 10% of them validate
+_MIRFLICKR_SPLIT = (("n_query", 200), ("n_train", 530))
+_MIRFLICKR_LABEL_ROWS = (
+    Row("itq", "itq"),
+    Row("itq_cca", "itq_cca"),
+    Row("sdh", "sdh"),
+    *(Row(m, m, MLP_HEAD) for m in ("dch", "dpsh", "hashnet", "dhn")),
 )
 TABLES: dict[str, TableSpec] = {
     "cifar10": TableSpec(
@@ -213,6 +223,49 @@ TABLES: dict[str, TableSpec] = {
         "protocol's numbers; deep rows: MLP head 1280 -> 1024 -> K (ReLU, dropout 0.5), "
         "dch-linear the one linear layer",
     ),
+    # issue 14: IDEA (and the WDHT-style baseline) tuned on tags alone; labels only score
+    "mirflickr-tags": TableSpec(
+        name="mirflickr-tags",
+        dataset="mirflickr",
+        protocol="random",
+        split_options=_MIRFLICKR_SPLIT,
+        rows=(
+            Row("lsh", "lsh"),
+            Row("itq", "itq"),
+            Row("idea", "idea"),
+            Row("wdht", "wdht"),
+        ),
+        bits=(12, 24, 32, 48),  # IDEA's code lengths
+        metric="map@all",
+        metrics=("map@all", "map@r2", "precision@r2"),
+        budget=Budget(epochs=30, patience=5, cap_epochs=120),
+        n_trials=4,
+        claims=(
+            Claim("IDEA beats ITQ (the paper's claim; review: ITQ beats every tag method)",
+                  "idea", "itq"),
+            Claim("IDEA beats the WDHT-style baseline", "idea", "wdht"),
+        ),  # fmt: skip
+        notes="tag rows see only user tags: their per-epoch validation and tuning score "
+        "map@all with 'shares a tag' relevance on validation items carved from training; "
+        "the 24 labels score the test queries only. IDEA's lr and loss weights are tuned "
+        "(its losses are averaged, not summed as in the paper; see methods/deep/idea.py)",
+    ),
+    # issue 18: multi-label supervised hashing on the MIRFlickr images we have
+    "mirflickr-labels": TableSpec(
+        name="mirflickr-labels",
+        dataset="mirflickr",
+        protocol="random",
+        split_options=_MIRFLICKR_SPLIT,
+        rows=_MIRFLICKR_LABEL_ROWS,
+        bits=(16, 32, 64),
+        metric="map@all",
+        metrics=("map@all", "map@r2", "precision@r2"),
+        budget=Budget(epochs=30, patience=5, cap_epochs=120),
+        n_trials=4,
+        claims=_beats(["dch", "dpsh", "hashnet", "dhn"], ["itq"], "map@all"),
+        notes="relevance: sharing at least one of the 24 labels; deep rows: MLP head "
+        "1280 -> 1024 -> K (ReLU, dropout 0.5) on frozen pooled features",
+    ),
     "digits": TableSpec(
         name="digits",
         dataset="digits",
@@ -256,6 +309,11 @@ class TableData:
     features: np.ndarray  # (N, D) float32
     labels: np.ndarray  # (N,) class ids or (N, C) multi-hot
     description: str  # data set and where its features come from
+    # for tag-supervised rows: (N, V) 0/1 user tags and their words
+    tags: np.ndarray | None = None
+    tag_vocab: list[str] | None = None
+    # for rows whose methods take region maps (inputs="feature_maps"): (N, C, 7, 7)
+    feature_maps: np.ndarray | None = None
 
 
 def load_table_data(dataset: str, data_root: str | Path | None = None) -> TableData:
@@ -284,8 +342,41 @@ def load_table_data(dataset: str, data_root: str | Path | None = None) -> TableD
         )
     if dataset == "cifar10-cached":
         return _cached_cifar10_classes(data_root)
+    if dataset == "mirflickr":
+        return _mirflickr_images(data_root)
     raise ValueError(
-        f"unknown data set {dataset!r} for the harness; known: cifar10, cifar10-cached, digits"
+        f"unknown data set {dataset!r} for the harness; known: cifar10, cifar10-cached, "
+        "digits, mirflickr"
+    )
+
+
+def _mirflickr_images(data_root: str | Path | None) -> TableData:
+    """The 730 MIRFlickr-25K items we have images of: 24 labels (relevance), user tags (the
+    weak supervision of tag rows), EfficientNet-Lite0 region maps and their pooled vectors
+    (the same feature cache as ``hashlab.bench.idea``)."""
+    from hashlab.backbones import extract_features
+    from hashlab.data.mirflickr import SMALL_SET_CAVEAT, load_mirflickr_images
+    from hashlab.data.shared import default_shared_data
+
+    root = Path(data_root) if data_root else default_shared_data()
+    data = load_mirflickr_images(root / "mirflickr25k")
+    maps = extract_features(
+        data.image_paths,
+        "efficientnet_lite0",
+        dataset_key="mirflickr730",
+        feature_map=True,
+        progress=False,
+    )
+    maps = np.asarray(maps, dtype=np.float32)
+    return TableData(
+        maps.mean(axis=(2, 3)),
+        np.asarray(data.labels),
+        "MIRFlickr-25K, the 730 items with images (24 labels, 1,386 user tags), "
+        "efficientnet_lite0 (ImageNet, frozen, 224 px; pooled 1280-d, or the 7 x 7 region "
+        f"maps for methods that take them). {SMALL_SET_CAVEAT}",
+        tags=np.asarray(data.tags),
+        tag_vocab=list(data.tag_vocab or []),
+        feature_maps=maps,
     )
 
 
@@ -354,11 +445,19 @@ def _trained_params(spec: TableSpec, epochs: int) -> dict[str, Any]:
 def _fit(model: Any, dataset: Any, split: Any) -> dict[str, Any]:
     """Fit through the pipeline on ``split``'s training items with its validation items
     (deep methods select epochs on them; shallow ones train on them too); the trainer's
-    record (history, best epoch) for trained methods, else ``{}``."""
+    record (history, best epoch) for trained methods, else ``{}``. ``dataset`` holds the
+    inputs the model takes (``Harness.inputs_for``)."""
     from hashlab.pipeline import fit_on_split
 
     fit_on_split(model, dataset, split, validation="split", inputs=dataset)
     return dict((getattr(model, "extra_config_", None) or {}).get("training") or {})
+
+
+def _selection_metric(model: Any, table_metric: str) -> str:
+    """What a trained model selected its epochs by: the table's metric, except for methods
+    that cannot compute it (unsupervised ones select by a label-free held-out criterion)."""
+    hparams = getattr(model, "hparams", None)
+    return str(getattr(hparams, "validation_metric", table_metric) or table_metric)
 
 
 def record_history(model: Any) -> list[dict[str, Any]]:
@@ -402,10 +501,14 @@ class Harness:
             name=spec.dataset,
             features=self.data.features,
             labels=self.data.labels,
+            tags=self.data.tags,
+            tag_vocab=self.data.tag_vocab,
             info={"feature_source": self.data.description},
         )
         self.load_seconds = time.perf_counter() - started
-        self.split = make_split(self.data.labels, spec.protocol, seed=spec.split_seed)
+        self.split = make_split(
+            self.data.labels, spec.protocol, seed=spec.split_seed, **dict(spec.split_options)
+        )
         self.split.check(len(self.data.labels))
         if self.split.validation is None or not len(self.split.validation):
             raise ValueError(f"split {spec.protocol!r} left no validation items to tune on")
@@ -419,6 +522,15 @@ class Harness:
         self.note = ""  # e.g. that the table is a merge of stopped workers' parts
         self._best_trial: dict[tuple[str, int], tuple[float, dict[str, Any], Any, Any]] = {}
 
+    def inputs_for(self, model: Any) -> Any:
+        """The table's items as ``model`` takes them: region maps for methods that ask for
+        them (``input_kind == "feature_maps"``), the pooled features otherwise."""
+        if model.input_kind != "feature_maps":
+            return self.dataset
+        if self.data.feature_maps is None:
+            raise ValueError(f"{model.name} takes region maps and {self.spec.dataset} has none")
+        return replace(self.dataset, features=self.data.feature_maps)
+
     # -- bookkeeping ---------------------------------------------------------------------
     def _spec_key(self) -> dict[str, Any]:
         spec = self.spec
@@ -429,6 +541,7 @@ class Harness:
             "budget": asdict(spec.budget),
             "n_trials": spec.n_trials,
             "split_seed": spec.split_seed,
+            **({"split_options": dict(spec.split_options)} if spec.split_options else {}),
         }
 
     def _check_out_dir(self, resume: bool) -> None:
@@ -486,7 +599,7 @@ class Harness:
             seed=self.spec.seeds[0],
             **{**row.params, **params, **_trained_params(self.spec, self.spec.budget.epochs)},
         )
-        key = f"validation_{self.spec.metric}"
+        key = f"validation_{_selection_metric(model, self.spec.metric)}"
         model.on_epoch_validated = lambda state, record: report(record["epoch"], record[key])
         # a split of the training items alone: nothing else exists for the trial
         tuning_split = Split(
@@ -496,7 +609,7 @@ class Harness:
             validation=val_idx,
             protocol=f"tuning inside {self.split.protocol} training items",
         )
-        record = _fit(model, self.dataset, tuning_split)
+        record = _fit(model, self.inputs_for(model), tuning_split)
         model.on_epoch_validated = None
         score = float(record["best_score"])
         same_as_final = np.array_equal(fit_idx, self.split.train) and np.array_equal(
@@ -588,7 +701,7 @@ class Harness:
                         seed=seed,
                         **{**row.params, **params, **_trained_params(spec, epochs)},
                     )
-                    training = _fit(model, self.dataset, split)
+                    training = _fit(model, self.inputs_for(model), split)
                 ok = converged(training["best_epoch"], epochs)
                 attempts.append(
                     {
@@ -616,16 +729,19 @@ class Harness:
                 attempts=attempts,
                 updates=int(history[-1].get("steps", 0)) if history else 0,
                 validation_score=training["best_score"],
-                validation_curve=[h.get(f"validation_{spec.metric}") for h in history],
+                selection_metric=_selection_metric(model, spec.metric),
+                validation_curve=[
+                    h.get(f"validation_{_selection_metric(model, spec.metric)}") for h in history
+                ],
             )
         else:
             model = hashlab.create(row.method, n_bits=n_bits, seed=seed, **row.params, **params)
-            _fit(model, self.dataset, split)  # train + validation: no model selection
+            _fit(model, self.inputs_for(model), split)  # train + validation: no selection
             record.update(converged=None, epochs_budget=None)
         fit_seconds = time.perf_counter() - started
         if record.get("reused_tuning_trial"):  # its training ran during tuning
             fit_seconds += sum(float(h.get("seconds", 0.0)) for h in record_history(model))
-        query_codes, db_codes = encode_split(model, self.dataset, split)
+        query_codes, db_codes = encode_split(model, self.inputs_for(model), split)
         y = self.data.labels
         scores = evaluate(
             query_codes, db_codes, y[split.query], y[split.database], metrics=list(spec.metrics)
