@@ -6,8 +6,8 @@ for a deep model that fine-tunes on pixels), read here and nowhere else.
 
 * :func:`method_inputs`: the Dataset a method is fitted on / encodes: backbone features (or
   region feature maps) for an image data set, the images for pixel methods, the tags and
-  vocabulary for tag-supervised ones (labels withheld from those), paired text for
-  cross-modal ones;
+  vocabulary for tag-supervised ones (labels withheld from those, and from unsupervised
+  ones: dropped unread), paired text for cross-modal ones;
 * :func:`fit_on_split`: fit on a protocol split's training part (with its validation part,
   or carving one) and return the model with a :class:`FitRecord` (config, protocol, timings,
   best epoch), also written into the model's ``config.json`` on save;
@@ -94,6 +94,9 @@ def method_inputs(
     tags = model.tags
     if tags is None:
         raise HashlabValueError(f"{model.name} declares no tags: the pipeline cannot feed it")
+    if tags.supervision == "none":
+        # dropped unread before anything below looks at them: labels only score the codes
+        dataset = replace(dataset, labels=None)
     kind = model.input_kind
     backbone = backbone or model_backbone(model)
     given = (precomputed or {}).get(kind)
@@ -182,6 +185,8 @@ def fit_on_split(
         train_rows, validation_rows = split.train, split.validation
     else:
         train_rows, validation_rows = split.train_all, None
+    if model.tags is not None and model.tags.supervision == "none":
+        inputs = replace(inputs, labels=None)  # never handed to an unsupervised fit
     train = inputs.subset(train_rows)
     held = None if validation_rows is None else inputs.subset(validation_rows)
     started = time.perf_counter()

@@ -54,6 +54,7 @@ METHOD_MODULES = (
     "hashlab.methods.deep.idea",
     "hashlab.methods.deep.wdht",
     "hashlab.methods.deep.pc_aegan",
+    "hashlab.methods.deep.bihalf",
     "hashlab.methods.cross_modal.cmfh",
     "hashlab.methods.cross_modal.seph",
     "hashlab.methods.cross_modal.dcmh",
