@@ -61,6 +61,7 @@ __all__ = [
     "method_inputs",
     "model_backbone",
     "read_build_record",
+    "refuse_multi_label",
 ]
 
 #: written next to the index files by :func:`build_index`; read by the service and the CLI
@@ -100,6 +101,7 @@ def method_inputs(
     kind = model.input_kind
     backbone = backbone or model_backbone(model)
     given = (precomputed or {}).get(kind)
+    refuse_multi_label(model, dataset)  # before any feature extraction
     if kind == "pixels":
         if dataset.image_paths is None and dataset.images is None:
             raise DataError(f"{model.name} trains on images and {dataset.name} has none")
@@ -132,6 +134,29 @@ def method_inputs(
     elif tags.supervision == "labels" and dataset.labels is None:
         raise DataError(f"{model.name} is supervised and {dataset.name} has no labels")
     return inputs
+
+
+def refuse_multi_label(model: HashMethod, dataset: Dataset) -> None:
+    """Raise ``InputError`` when a one-label-per-item method (``tags.multi_label`` False)
+    would be fitted on items with several labels (or none), naming the methods that take them.
+    """
+    tags = model.tags
+    if tags is None or tags.supervision != "labels" or tags.multi_label or dataset.labels is None:
+        return
+    labels = np.asarray(dataset.labels)
+    if labels.ndim == 1:
+        return
+    per_item = (labels > 0).sum(axis=1)
+    if np.all(per_item == 1):
+        return  # one-hot rows: single-label data in matrix form
+    from hashlab.methods.registry import list_methods, method_tags
+
+    capable = [n for n in list_methods(supervision="labels") if method_tags(n).multi_label]
+    raise InputError(
+        f"{model.name} assumes one label per item, but {int((per_item != 1).sum())} of the "
+        f"{len(labels)} items of {dataset.name} have several labels or none; methods that "
+        f"learn from multi-label data: {', '.join(capable)}"
+    )
 
 
 # -- fit on a split ------------------------------------------------------------------------
@@ -188,6 +213,7 @@ def fit_on_split(
     if model.tags is not None and model.tags.supervision == "none":
         inputs = replace(inputs, labels=None)  # never handed to an unsupervised fit
     train = inputs.subset(train_rows)
+    refuse_multi_label(model, train)
     held = None if validation_rows is None else inputs.subset(validation_rows)
     started = time.perf_counter()
     model.fit(train, validation=held)

@@ -18,12 +18,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fit each method at each bit length on the protocol's training split, "
         "encode queries and database, and report the protocols spec's metrics.",
     )
-    parser.add_argument("--dataset", default="digits", help="cifar10, digits, folder, mirflickr")
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        help="cifar10, digits, folder, mirflickr, listfile, nuswide21, coco, imagenet100",
+    )
     parser.add_argument("--root", help="path of the data set (folder or archive)")
     parser.add_argument(
         "--protocol",
         default=None,
-        help="dch, deephash or per-class (default: dch for cifar10, per-class otherwise)",
+        help="dch, deephash, per-class or lists (default: lists for list-file sets, dch for "
+        "cifar10, per-class otherwise)",
     )
     parser.add_argument("--queries", type=int, default=None, help="queries per class (per-class)")
     parser.add_argument("--train", type=int, default=None, help="training items per class")
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from hashlab.backbones.features import dataset_features
     from hashlab.bench.report import markdown_table, protocol_text, write_report
     from hashlab.bench.runner import BenchConfig, run_benchmark
-    from hashlab.data.catalog import load_dataset
+    from hashlab.data.catalog import default_protocol, load_dataset
     from hashlab.data.splits import make_split
     from hashlab.metrics import parse_metric
 
@@ -85,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     for metric in metrics:
         parse_metric(metric)  # raises ValueError naming the bad metric
     bits = parse_int_list(args.bits, "--bits")
-    protocol = args.protocol or ("dch" if args.dataset == "cifar10" else "per-class")
+    protocol = args.protocol or default_protocol(args.dataset)
     progress = not args.json and sys.stderr.isatty()
 
     dataset = load_dataset(args.dataset, args.root, args.csv, args.label_column, args.tags_column)

@@ -30,11 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "split (validation carved from it), report test mAP, save a model directory.",
     )
     parser.add_argument("--method", required=True, help="registered method, e.g. dch")
-    parser.add_argument("--dataset", default="digits", help="cifar10, digits, folder, mirflickr")
+    parser.add_argument("--dataset", default="digits",
+                        help="cifar10, digits, folder, mirflickr, or list files: listfile, "
+                        "nuswide21, coco, imagenet100")  # fmt: skip
     parser.add_argument("--root", help="path of the data set (folder or archive)")
+    parser.add_argument("--image-root", default=None,
+                        help="list-file sets: folder the listed image paths are relative to "
+                        "(default: --root, the folder of train.txt, test.txt and "
+                        "database.txt)")  # fmt: skip
     parser.add_argument("--protocol", default=None,
-                        help="dch, deephash, per-class, random (default: dch for cifar10, "
-                        "per-class otherwise)")  # fmt: skip
+                        help="dch, deephash, per-class, random, lists (default: lists for "
+                        "list-file sets, dch for cifar10, per-class otherwise)")  # fmt: skip
     parser.add_argument("--bits", type=int, default=32)
     parser.add_argument("--out", required=True, help="model directory to write")
     parser.add_argument("--epochs", type=int, default=None)
@@ -109,7 +115,7 @@ def _options(args: argparse.Namespace, cls: type, progress: bool) -> dict[str, o
 def run_train(args: argparse.Namespace) -> int:
     import hashlab
     from hashlab import pipeline
-    from hashlab.data.catalog import load_dataset
+    from hashlab.data.catalog import dataset_metric, default_protocol, load_dataset
     from hashlab.data.splits import make_split
     from hashlab.methods.registry import get_method_class
     from hashlab.metrics import evaluate
@@ -118,8 +124,9 @@ def run_train(args: argparse.Namespace) -> int:
     cls = get_method_class(args.method)
     progress = sys.stderr.isatty()
     params = {**_options(args, cls, progress), **_method_params(args.param)}
-    protocol = args.protocol or ("dch" if args.dataset == "cifar10" else "per-class")
-    dataset = load_dataset(args.dataset, args.root, args.csv, args.label_column, args.tags_column)
+    dataset = load_dataset(args.dataset, args.root, args.csv, args.label_column, args.tags_column,
+                           image_root=args.image_root)  # fmt: skip
+    protocol = args.protocol or default_protocol(args.dataset, dataset)
     split = make_split(dataset, protocol=protocol, seed=args.seed)
     model = hashlab.create(args.method, n_bits=args.bits, seed=args.seed, **params)
     # torchrun: rank 0 fills the feature cache first, the other ranks then read it
@@ -133,8 +140,9 @@ def run_train(args: argparse.Namespace) -> int:
     scores = None  # a tags-only data set trains a tag-supervised model but cannot score it
     if dataset.labels is not None:
         labels = np.asarray(dataset.labels)
+        metrics = list(dict.fromkeys(["map@all", "map@r2", dataset_metric(args.dataset)]))
         scores = evaluate(query_codes, db_codes, labels[split.query], labels[split.database],
-                          metrics=["map@all", "map@r2"])  # fmt: skip
+                          metrics=metrics)  # fmt: skip
     model.extra_config_ = {
         **model.extra_config_,
         "dataset": args.dataset,
@@ -150,7 +158,7 @@ def run_train(args: argparse.Namespace) -> int:
     if scores is None:
         print(f"{dataset.name} has no labels: test retrieval not scored")
     else:
-        print(f"test map@all {scores['map@all']:.4f}, map@r2 {scores['map@r2']:.4f}")
+        print("test " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     print(f"saved {args.out}")
     return 0
 

@@ -12,6 +12,12 @@ Protocols (see ``shared/specs/protocols.md``):
   stratify on, so queries and training items are drawn uniformly at random and the counts are
   totals (``n_query`` / ``n_train``; a per-class count given instead is read as a total).
 - ``random``: uniform draws by total count on any data.
+- ``lists``: the data set's own list files (``hashlab.data.listfile.load_list_split``):
+  their train / query / database items, not a draw. Items a list shares with the queries
+  are removed from the training items and the database (a query must not be trained on nor
+  find itself) and the removal is recorded in ``info`` and ``describe()``; the training
+  items are in the database when the lists put them there. Validation is carved from the
+  listed training items.
 
 Validation (for checkpoint / hyper-parameter selection) is carved out of the training items:
 by default 10% of them, per class where there are classes. It is never drawn from the
@@ -39,7 +45,7 @@ PAPER_PROTOCOLS: dict[str, tuple[int, int, bool]] = {
     "dch": (100, 500, True),
     "deephash": (100, 500, False),
 }
-PROTOCOLS = ("dch", "deephash", "per-class", "random")
+PROTOCOLS = ("dch", "deephash", "per-class", "random", "lists")
 DEFAULT_VALIDATION_FRACTION = 0.1
 
 
@@ -240,6 +246,8 @@ def make_split(
     if not 0.0 <= validation_fraction < 1.0:
         raise DataError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     rng = np.random.default_rng(seed)
+    if name == "lists":
+        return _list_split(dataset_or_labels, rng, seed, validation_fraction, n_validation)
     single_label = labels is not None and labels.ndim == 1
 
     if name in PAPER_PROTOCOLS or (name == "per-class" and single_label):
@@ -305,6 +313,51 @@ def make_split(
         seed=seed,
         info={"train_in_database": in_db, "sampling": sampling, "n_items": n_items},
     )
+
+
+def _list_split(
+    dataset: Dataset | np.ndarray | int,
+    rng: np.random.Generator,
+    seed: int,
+    fraction: float,
+    n_validation: int | None,
+) -> Split:
+    """The ``lists`` protocol: the list files' own parts, queries kept apart (module docs)."""
+    roles = dataset.info.get("list_split") if isinstance(dataset, Dataset) else None
+    if roles is None:
+        raise DataError(
+            "protocol 'lists' uses a data set's own list files; load one with "
+            "hashlab.data.listfile.load_list_split (--dataset listfile, nuswide21, coco, ...)"
+        )
+    query, train, database = (np.asarray(roles[r], dtype=np.int64)
+                              for r in ("query", "train", "database"))  # fmt: skip
+    removed = {}
+    for part_name, part in (("train", train), ("database", database)):
+        leaked = np.isin(part, query)
+        if leaked.any():
+            removed[part_name] = int(leaked.sum())
+    train, database = train[~np.isin(train, query)], database[~np.isin(database, query)]
+    if not len(train) or not len(database):
+        raise DataError("the list files leave no training or no database items apart from "
+                        "the queries")  # fmt: skip
+    in_db = bool(np.isin(train, database).any())
+    labels = np.asarray(dataset.labels) if dataset.labels is not None else np.zeros(len(dataset))
+    if n_validation is not None:
+        fraction = n_validation / len(train)
+    keep, held = carve_validation(labels[train], fraction, rng)
+    sampling = "fixed by the list files"
+    if removed:
+        what = " and ".join(f"{n} {part}" for part, n in removed.items())
+        sampling += f"; {what} items that are also queries removed"
+    info = {"train_in_database": in_db, "sampling": sampling, "n_items": len(dataset),
+            "removed_query_overlap": removed}  # fmt: skip
+    if in_db and not np.isin(train, database).all():
+        info["train_partly_in_database"] = int(np.isin(train, database).sum())
+    # permuted like every other protocol's parts: list files are often sorted by class
+    return Split(query=rng.permutation(query), train=train[keep],
+                 database=rng.permutation(database),
+                 validation=train[held] if len(held) else None, protocol="lists", seed=seed,
+                 info=info)  # fmt: skip
 
 
 def _validation_count(n_train: int, requested: int | None, fraction: float, what: str) -> int:

@@ -11,7 +11,12 @@ filters on them, and ``tests/test_registry.py`` builds each method's fixture fro
 * ``inputs``: what each item is for the method: ``"features"`` (vectors, e.g. backbone
   features), ``"feature_maps"`` ((C, 7, 7) region maps), ``"pixels"`` (the images
   themselves) or ``"paired_text"`` (image features with a paired text feature vector);
-* ``modalities``: the sides ``encode(x, modality=...)`` accepts.
+* ``modalities``: the sides ``encode(x, modality=...)`` accepts;
+* ``multi_label``: for ``supervision="labels"``, whether the method learns from multi-hot
+  labels (several per item, relevance = sharing one: NUS-WIDE, COCO, MIRFlickr). True by
+  default: every pairwise-similarity method does; a method that needs exactly one class
+  per item (a softmax over classes, one hash centre per class) sets False and the pipeline
+  refuses multi-label data for it, naming the methods that take it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class MethodTags:
     supervision: str  # "none" | "labels" | "tags"
     inputs: str  # "features" | "feature_maps" | "pixels" | "paired_text"
     modalities: tuple[str, ...] = ("image",)  # ("image", "text") for cross-modal
+    multi_label: bool = True  # labels supervision: accepts multi-hot labels
 
     def __post_init__(self) -> None:
         for field, value, allowed in (
@@ -49,4 +55,5 @@ class MethodTags:
             "supervision": self.supervision,
             "inputs": self.inputs,
             "modalities": list(self.modalities),
+            "multi_label": self.multi_label,
         }
