@@ -9,6 +9,7 @@ from hashlab.data.dataset import DataError, Dataset, as_multihot
 from hashlab.data.digits import load_digits_dataset
 from hashlab.data.folders import load_image_csv, load_image_folder
 from hashlab.data.images import ImageError, dataset_images, open_image
+from hashlab.data.listfile import LIST_SETS, load_list_file, load_list_split
 from hashlab.data.mirflickr import load_mirflickr, load_mirflickr_images, load_mirflickr_official
 from hashlab.data.splits import PROTOCOLS, Split, make_split
 
@@ -21,6 +22,7 @@ def load_wikipedia(*args, **kwargs) -> Dataset:
 
 
 __all__ = [
+    "LIST_SETS",
     "PROTOCOLS",
     "DataError",
     "Dataset",
@@ -33,6 +35,8 @@ __all__ = [
     "load_digits_dataset",
     "load_image_csv",
     "load_image_folder",
+    "load_list_file",
+    "load_list_split",
     "load_mirflickr",
     "load_mirflickr_images",
     "load_mirflickr_official",
