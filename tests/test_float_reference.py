@@ -44,8 +44,9 @@ def test_hand_computed_ap_on_a_tiny_ranking():
 
 def test_reference_leaves_out_radius_metrics_and_reports_costs():
     x, y = _digits()
-    out = float_reference(x, y, np.arange(50), np.arange(50, 600), ["map@all", "map@r2"], [32])
+    out = float_reference(x, y, np.arange(50), np.arange(50, 600), ["map@all", "map@r2"], [32, 12])
     assert set(out["scores"]) == {"map@all"} and out["not_applicable"] == ["map@r2"]
     assert out["costs"]["float"]["bytes_per_item"] == 64 * 4
     assert out["costs"]["codes"]["32"]["bytes_per_item"] == 4
     assert out["costs"]["float"]["seconds_per_query"] > 0
+    assert out["costs"]["codes"]["12"]["bytes_per_item"] == 2  # packed into whole bytes

@@ -96,12 +96,13 @@ def search_costs(
     rng = np.random.default_rng(0)
     codes = {}
     for n_bits in bits:
-        binary = faiss.IndexBinaryFlat(n_bits)
-        binary.add(rng.integers(0, 256, (len(d), n_bits // 8), dtype=np.uint8))
-        queries = rng.integers(0, 256, (len(q), n_bits // 8), dtype=np.uint8)
+        n_bytes = -(-n_bits // 8)  # codes are stored packed, whole bytes per item
+        binary = faiss.IndexBinaryFlat(8 * n_bytes)
+        binary.add(rng.integers(0, 256, (len(d), n_bytes), dtype=np.uint8))
+        queries = rng.integers(0, 256, (len(q), n_bytes), dtype=np.uint8)
         seconds = _seconds_per_query(binary, queries, k)
         codes[str(n_bits)] = {
-            "bytes_per_item": n_bits // 8,
+            "bytes_per_item": n_bytes,
             "seconds_per_query": seconds,
             "float_time_ratio": float_seconds / seconds if seconds > 0 else None,
         }
