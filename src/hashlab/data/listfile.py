@@ -228,7 +228,7 @@ def load_list_file(
     if repeats:
         info["repeats"] = _repeat_report(repeats)
         _warn(f"{list_path} lists {len(repeats)} images twice (e.g. {repeats[0][2]!r} on lines "
-              f"{repeats[0][0]} and {repeats[0][1]}); each is one item")  # fmt: skip
+              f"{repeats[0][0]} and {repeats[0][1]}); each is one item", stacklevel=3)  # fmt: skip
     return Dataset(
         name=name or list_path.stem,
         image_paths=[str(image) for _, _, image in found],
@@ -242,8 +242,9 @@ def _repeat_report(repeats: list[tuple[int, int, str]]) -> dict[str, Any]:
     return {"count": len(repeats), "examples": examples}
 
 
-def _warn(message: str) -> None:
-    warnings.warn(message, ListOverlapWarning, stacklevel=3)
+def _warn(message: str, stacklevel: int) -> None:
+    """A ListOverlapWarning pointed at the caller of the public loader (``stacklevel``)."""
+    warnings.warn(message, ListOverlapWarning, stacklevel=stacklevel)
 
 
 def _find_list(root: Path, role: str, candidates: tuple[str, ...]) -> Path:
@@ -312,7 +313,7 @@ def load_list_split(
         shared = [i for i in rows[a] if i in sets[b]]
         overlaps[f"{a}&{b}"] = {"count": len(shared),
                                 "examples": [paths[i] for i in shared[:N_EXAMPLES]]}  # fmt: skip
-    _report(spec, files, rows, overlaps)
+    _report(spec.title if name != "listfile" else f"the lists in {root}", files, rows, overlaps)
 
     matrix = np.stack([entry.labels for _, entry in where])
     return Dataset(
@@ -334,7 +335,7 @@ def load_list_split(
 
 
 def _report(
-    spec: ListSet, files: dict[str, Path], rows: dict[str, list[int]], overlaps: dict[str, Any]
+    title: str, files: dict[str, Path], rows: dict[str, list[int]], overlaps: dict[str, Any]
 ) -> None:
     """Warn about every overlap but the convention's train ⊂ database."""
     names = {role: files[role].name for role in ROLES}
@@ -349,8 +350,9 @@ def _report(
             problems.append(f"{names[role]} lists {report['count']} images twice")
             continue
         a, b = key.split("&")
-        partly = " (the others are not in the database)" if key == "train&database" else ""
+        partly = " (the other training images are not)" if key == "train&database" else ""
         problems.append(f"{report['count']} images are in both {names[a]} and {names[b]}"
                         f"{partly} (e.g. {report['examples'][0]!r})")  # fmt: skip
     if problems:
-        _warn(f"{spec.title} lists overlap: {'; '.join(problems)}")
+        what = title if title.startswith("the lists") else f"the {title} lists"
+        _warn(f"{what} overlap: {'; '.join(problems)}", stacklevel=4)
