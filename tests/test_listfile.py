@@ -1,4 +1,4 @@
-"""List files (``hashlab.data.listfile``): the format, the overlap report, the ``lists``
+"""List files (``hashlab.data.listfile``): the format, the overlap report, the ``listfile``
 split, the named sets' metrics, ``hashlab train`` on list files, and the multi-label contract
 (``MethodTags.multi_label``) that the pipeline enforces.
 
@@ -163,16 +163,16 @@ def test_lists_follow_the_convention_without_a_warning(tmp_path, recwarn):
     assert overlaps["query&database"]["count"] == overlaps["query&train"]["count"] == 0
     assert data.info["metric"] == "map@all"
 
-    split = make_split(data, "lists", seed=3, validation_fraction=0.34)
+    split = make_split(data, "listfile", seed=3, validation_fraction=0.34)
     assert split.train_in_database and split.info["removed_query_overlap"] == {}
     assert sorted(split.query) == sorted(roles["query"])
     assert sorted(split.database) == sorted(roles["database"])
     assert sorted(np.concatenate([split.train, split.validation])) == sorted(roles["train"])
     assert len(split.validation) == 2  # carved from the listed training items
     assert not np.isin(split.validation_database, split.validation).any()
-    assert "lists (seed 3, fixed by the list files)" in split.describe()
+    assert "listfile (seed 3, fixed by the list files)" in split.describe()
     # the same lists and seed: the same split; the parts come out permuted, not in list order
-    again = make_split(data, "lists", seed=3, validation_fraction=0.34)
+    again = make_split(data, "listfile", seed=3, validation_fraction=0.34)
     np.testing.assert_array_equal(again.database, split.database)
     np.testing.assert_array_equal(data.label_matrix()[roles["train"][0]],
                                   labels[listed["train"][0]])  # fmt: skip
@@ -194,7 +194,7 @@ def test_a_deliberate_overlap_is_reported_and_kept_out_of_the_split(tmp_path):
     # the one query in train.txt is in no database: train is now only partly in it
     assert overlaps["train&database"]["count"] == 6
 
-    split = make_split(data, "lists", seed=0)
+    split = make_split(data, "listfile", seed=0)
     assert split.info["removed_query_overlap"] == {"train": 1, "database": 2}
     assert not np.isin(split.database, split.query).any()
     assert not np.isin(split.train_all, split.query).any()
@@ -205,7 +205,7 @@ def test_disjoint_lists_give_training_items_outside_the_database(tmp_path):
     _write_lists(tmp_path, tmp_path, {"train": 5, "query": 3, "database": 6}, train_in_db=False)
     data = load_list_split(tmp_path)
     assert data.info["overlaps"]["train&database"]["count"] == 0
-    split = make_split(data, "lists")
+    split = make_split(data, "listfile")
     assert not split.train_in_database
     assert "training items not in the database" in split.describe()
 
@@ -222,8 +222,8 @@ def test_repeated_lines_are_one_item_and_reported(tmp_path):
 
 def test_protocol_lists_needs_list_files():
     data = Dataset(name="plain", features=np.zeros((10, 2)), labels=np.arange(10) % 2)
-    with pytest.raises(DataError, match="protocol 'lists' uses a data set's own list files"):
-        make_split(data, "lists")
+    with pytest.raises(DataError, match="protocol 'listfile' uses a data set's own list files"):
+        make_split(data, "listfile")
 
 
 def test_each_named_set_has_its_metric_and_list_names(tmp_path):
@@ -234,7 +234,7 @@ def test_each_named_set_has_its_metric_and_list_names(tmp_path):
     assert dataset_metric("cifar10") == "map@all"
     assert {n: s.n_classes for n, s in LIST_SETS.items()} == {
         "listfile": None, "nuswide21": 21, "coco": 80, "imagenet100": 100}  # fmt: skip
-    assert default_protocol("coco") == "lists" and default_protocol("cifar10") == "dch"
+    assert default_protocol("coco") == "listfile" and default_protocol("cifar10") == "dch"
     # ImageNet-100: one class per image, images under a folder apart from the lists
     listed, _ = _write_lists(tmp_path / "lists", tmp_path / "images",
                              {"train": 3, "query": 2, "database": 3}, n_labels=100)  # fmt: skip
@@ -266,7 +266,7 @@ def test_cli_train_on_nuswide_style_lists(tmp_path, monkeypatch, capsys):
                  "--backbone", "small_cnn", "--out", str(model_dir)])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
-    assert "lists (seed 0, fixed by the list files): 20 queries" in printed
+    assert "listfile (seed 0, fixed by the list files): 20 queries" in printed
     assert "100 database (training items in the database)" in printed
     config = json.loads((model_dir / "config.json").read_text())
     scores = config["extra"]["test_scores"]

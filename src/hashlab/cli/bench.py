@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--protocol",
         default=None,
-        help="dch, deephash, per-class or lists (default: lists for list-file sets, dch for "
+        help="dch, deephash, per-class or listfile (default: listfile for list-file sets, dch for "
         "cifar10, per-class otherwise)",
     )
     parser.add_argument("--queries", type=int, default=None, help="queries per class (per-class)")

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: --root, the folder of train.txt, test.txt and "
                         "database.txt)")  # fmt: skip
     parser.add_argument("--protocol", default=None,
-                        help="dch, deephash, per-class, random, lists (default: lists for "
+                        help="dch, deephash, per-class, random, listfile (default: listfile for "
                         "list-file sets, dch for cifar10, per-class otherwise)")  # fmt: skip
     parser.add_argument("--bits", type=int, default=32)
     parser.add_argument("--out", required=True, help="model directory to write")

@@ -6,7 +6,7 @@ digits pixels or Wikipedia SIFT, as they are).
 
 List-file data sets (``hashlab.data.listfile``): ``listfile`` (any folder with train.txt,
 test.txt and database.txt) and the named ``nuswide21``, ``coco`` and ``imagenet100``; they
-split by their own lists (protocol ``lists``) and each names the field's metric for it
+split by their own lists (protocol ``listfile``) and each names the field's metric for it
 (:func:`dataset_metric`).
 """
 
@@ -29,10 +29,10 @@ def dataset_metric(name: str) -> str:
 def default_protocol(name: str, dataset: Dataset | None = None) -> str:
     """The split a data set is used with unless one is asked for.
 
-    ``lists`` for list-file sets (their own parts), ``dch`` for CIFAR-10, else ``per-class``.
+    ``listfile`` for list-file sets (their own parts), ``dch`` for CIFAR-10, else ``per-class``.
     """
     if name in LIST_SETS or (dataset is not None and "list_split" in dataset.info):
-        return "lists"
+        return "listfile"
     return "dch" if name == "cifar10" else "per-class"
 
 

@@ -17,7 +17,7 @@ a prefix that some copies carry (``./data/coco/``, an absolute ``/home/.../datas
 the three lists as one Dataset of the distinct images (identified by their path in the
 lists: two lines naming the same file are one item; we do not hash file contents, so the
 same picture saved under two names counts as two items), with the lists' own roles in
-``info["list_split"]`` for ``make_split(dataset, "lists")``. Overlaps between the lists are
+``info["list_split"]`` for ``make_split(dataset, "listfile")``. Overlaps between the lists are
 reported, never silently accepted: counts and examples in ``info["overlaps"]`` and a
 :class:`ListOverlapWarning`. The field's convention is queries disjoint from the training
 items and from the database, with the training items drawn from the database (train ⊂

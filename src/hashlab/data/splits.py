@@ -12,7 +12,7 @@ Protocols (see ``shared/specs/protocols.md``):
   stratify on, so queries and training items are drawn uniformly at random and the counts are
   totals (``n_query`` / ``n_train``; a per-class count given instead is read as a total).
 - ``random``: uniform draws by total count on any data.
-- ``lists``: the data set's own list files (``hashlab.data.listfile.load_list_split``):
+- ``listfile``: the data set's own list files (``hashlab.data.listfile.load_list_split``):
   their train / query / database items, not a draw. Items a list shares with the queries
   are removed from the training items and the database (a query must not be trained on nor
   find itself) and the removal is recorded in ``info`` and ``describe()``; the training
@@ -45,7 +45,7 @@ PAPER_PROTOCOLS: dict[str, tuple[int, int, bool]] = {
     "dch": (100, 500, True),
     "deephash": (100, 500, False),
 }
-PROTOCOLS = ("dch", "deephash", "per-class", "random", "lists")
+PROTOCOLS = ("dch", "deephash", "per-class", "random", "listfile")
 DEFAULT_VALIDATION_FRACTION = 0.1
 
 
@@ -246,7 +246,7 @@ def make_split(
     if not 0.0 <= validation_fraction < 1.0:
         raise DataError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     rng = np.random.default_rng(seed)
-    if name == "lists":
+    if name == "listfile":
         return _list_split(dataset_or_labels, rng, seed, validation_fraction, n_validation)
     single_label = labels is not None and labels.ndim == 1
 
@@ -322,11 +322,11 @@ def _list_split(
     fraction: float,
     n_validation: int | None,
 ) -> Split:
-    """The ``lists`` protocol: the list files' own parts, queries kept apart (module docs)."""
+    """The ``listfile`` protocol: the list files' own parts, queries kept apart (module docs)."""
     roles = dataset.info.get("list_split") if isinstance(dataset, Dataset) else None
     if roles is None:
         raise DataError(
-            "protocol 'lists' uses a data set's own list files; load one with "
+            "protocol 'listfile' uses a data set's own list files; load one with "
             "hashlab.data.listfile.load_list_split (--dataset listfile, nuswide21, coco, ...)"
         )
     query, train, database = (np.asarray(roles[r], dtype=np.int64)
@@ -356,7 +356,7 @@ def _list_split(
     # permuted like every other protocol's parts: list files are often sorted by class
     return Split(query=rng.permutation(query), train=train[keep],
                  database=rng.permutation(database),
-                 validation=train[held] if len(held) else None, protocol="lists", seed=seed,
+                 validation=train[held] if len(held) else None, protocol="listfile", seed=seed,
                  info=info)  # fmt: skip
 
 
