@@ -168,6 +168,29 @@ _MIRFLICKR_LABEL_ROWS = (
     Row("sdh", "sdh"),
     *(Row(m, m, MLP_HEAD) for m in ("dch", "dpsh", "hashnet", "dhn")),
 )
+# issue 18: every supervised method on the CIFAR-10 table's protocol. Same data, split,
+# budget, trials and headline as "cifar10", so its finished runs can seed this table
+# (copy runs.jsonl / tuning.jsonl / spec.json and --resume: only the new rows run)
+_CENTRE_METHODS = ["csq", "orthohash", "dpn"]
+_NEW_SUPERVISED = [*_CENTRE_METHODS, "greedyhash", "dsdh", "dtsh", "dfh", "idhn", "dph", "cnnh",
+                   "ddsh"]  # fmt: skip
+_CIFAR_ALL_ROWS = (
+    *_CIFAR_ROWS,
+    *(Row(m, m, MLP_HEAD) for m in ("dsh", "dnnh", "adsh", *_NEW_SUPERVISED)),
+)
+# issue 19: deep unsupervised rows select epochs and trials by their held-out label-free
+# criterion; labels score the test queries only
+_UNSUPERVISED_DEEP = ["bihalf", "greedyhash_unsup", "deepbit", "dh", "uh_bdnn", "cibhash",
+                      "sadh", "dbd_mq", "bgan", "hashgan_unsup", "uadh"]  # fmt: skip
+# issue 14: EDDH and the rows its claims compare with, trained to convergence on one budget
+_EDDH_ROWS = (
+    Row("itq", "itq"),
+    Row("eddh", "eddh", MLP_HEAD),
+    # the weights a variant does not use are fixed, so tuning does not spend trials on them
+    Row("eddh-symmetric", "eddh", {**MLP_HEAD, "pairing": "symmetric", "gamma": 1.0, "rho": 0.01}),
+    Row("eddh-binary-S", "eddh", {**MLP_HEAD, "similarity": "binary"}),
+    Row("adsh", "adsh", MLP_HEAD),
+)
 TABLES: dict[str, TableSpec] = {
     "cifar10": TableSpec(
         name="cifar10",
@@ -197,6 +220,64 @@ TABLES: dict[str, TableSpec] = {
         notes="frozen EfficientNet-Lite0 features (ImageNet weights, 224 px, pooled); deep "
         "rows train an MLP head 1280 -> 1024 -> K (ReLU, dropout) on them, dch-linear the one "
         "linear layer (the ablation)",
+    ),
+    "cifar10-all": TableSpec(
+        name="cifar10-all",
+        dataset="cifar10",
+        protocol="dch",
+        rows=_CIFAR_ALL_ROWS,
+        bits=(16, 32, 48, 64),
+        metric="map@r2",
+        budget=Budget(epochs=30, patience=5, cap_epochs=120),
+        n_trials=4,
+        claims=(
+            *(
+                Claim(f"{m} at or above DCH at map@all (its paper's claim)", m, "dch", "map@all",
+                      (32, 48, 64))
+                for m in _CENTRE_METHODS
+            ),
+            *_beats(_NEW_SUPERVISED, ["itq"], "map@all"),
+        ),  # fmt: skip
+        notes="the cifar10 table's protocol with every supervised method: frozen "
+        "EfficientNet-Lite0 features, MLP head 1280 -> 1024 -> K (ReLU, dropout 0.5) for every "
+        "deep row, dch-linear the one-linear-layer ablation",
+    ),
+    "cifar10-unsupervised": TableSpec(
+        name="cifar10-unsupervised",
+        dataset="cifar10",
+        protocol="dch",
+        rows=(
+            *(Row(m, m) for m in ("lsh", "itq", "sph", "agh")),
+            *(Row(m, m, MLP_HEAD) for m in _UNSUPERVISED_DEEP),
+        ),
+        bits=(16, 32, 64),
+        metric="map@all",
+        budget=Budget(epochs=30, patience=5, cap_epochs=120),
+        n_trials=4,
+        claims=_beats(_UNSUPERVISED_DEEP, ["itq"], "map@all"),
+        notes="no row reads a label: deep rows pick their best epoch and their tuning trial "
+        "by their own held-out label-free criterion (methods/deep/unsupervised.py), shallow "
+        "rows fit on train + validation; the labels score the test queries only. MLP head "
+        "1280 -> 1024 -> K (ReLU, dropout 0.5) on frozen EfficientNet-Lite0 features",
+    ),
+    "eddh": TableSpec(
+        name="eddh",
+        dataset="cifar10",
+        protocol="dch",
+        rows=_EDDH_ROWS,
+        bits=(16, 32, 48, 64),
+        metric="map@all",  # EDDH's Table 1: mAP over the Hamming ranking
+        budget=Budget(epochs=30, patience=5, cap_epochs=120),
+        n_trials=4,
+        claims=(
+            Claim("EDDH beats its symmetric variant (V := U)", "eddh", "eddh-symmetric"),
+            Claim("EDDH beats its binary-similarity variant", "eddh", "eddh-binary-S"),
+            Claim("EDDH beats ADSH", "eddh", "adsh"),
+            Claim("EDDH beats ITQ", "eddh", "itq"),
+        ),
+        notes="EDDH's epochs are its outer iterations (one theta-step pass each); every row "
+        "on the same epoch budget and early-stopping rule, runs whose best epoch is in the "
+        "last 10% continued up to the cap. MLP head 1280 -> 1024 -> K on frozen features",
     ),
     # the CIFAR-10 table's rows on the classes cached so far (see _cached_cifar10_classes):
     # 100 queries and 500 training images per class, as the dch split; not the full protocol
