@@ -62,6 +62,7 @@ METHOD_MODULES = (
     "hashlab.methods.deep.hashgan_unsup",
     "hashlab.methods.deep.uadh",
     "hashlab.methods.deep.ssdh",
+    "hashlab.methods.deep.sadh",
     "hashlab.methods.deep.bihalf",
     "hashlab.methods.cross_modal.cmfh",
     "hashlab.methods.cross_modal.seph",
