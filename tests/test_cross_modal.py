@@ -294,7 +294,7 @@ def test_lbo_cmh_regulariser_choices():
 
 def test_tags_and_the_one_fit_on_a_dataset(wiki):
     data, split = wiki
-    assert hashlab.list_methods(family="cross_modal") == ["cmfh", "dcmh", "lbo_cmh", "seph"]
+    assert {"cmfh", "dcmh", "lbo_cmh", "seph"} <= set(hashlab.list_methods(family="cross_modal"))
     tags = hashlab.get_method_class("dcmh").tags
     assert (tags.supervision, tags.inputs, tags.modalities) == (
         "labels", "paired_text", ("image", "text"))  # fmt: skip

@@ -368,7 +368,10 @@ class TrainedCrossModalMethod(CrossModalMethod):
         # training time of one epoch (both phases), validation excluded: the paper's Table 4
         self.seconds_per_epoch_ = float(np.mean([row["train_seconds"] for row in history]))
         self.final_loss_ = float(history[-1]["loss"])
-        for modality, net in nets.items():  # numpy weights: encode needs no torch
+        # numpy weights: encode needs no torch. Only the two encoders: adversarial methods
+        # keep their discriminators / label networks in the same ModuleDict
+        for modality in MODALITIES:
+            net = nets[modality]
             setattr(self, f"{modality}_w1_", net.layer_1.weight.detach().cpu().numpy().T.copy())
             setattr(self, f"{modality}_b1_", net.layer_1.bias.detach().cpu().numpy().copy())
             setattr(self, f"{modality}_w2_", net.layer_2.weight.detach().cpu().numpy().T.copy())
