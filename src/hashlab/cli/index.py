@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     query.add_argument("--image", help="query image (encoded with the index's model)")
     query.add_argument("--code", help="query code as hex (packed bytes, big-endian bits)")
     query.add_argument(
-        "--text", help="query text, for a cross-modal model with a bag-of-words text side"
+        "--text", help="query text, for a cross-modal model with a bag-of-words or GloVe text side"
     )
     query.add_argument(
         "--text-features", help=".npy text feature row(s) for a cross-modal model (e.g. LDA)"

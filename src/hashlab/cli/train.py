@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--method", required=True, help="registered method, e.g. dch")
     parser.add_argument("--dataset", default="digits",
-                        help="cifar10, digits, folder, mirflickr, or list files: listfile, "
+                        help="cifar10, digits, folder, mirflickr, mirflickr-pairs (GloVe text), "
+                        "mirflickr-pairs-bow, or list files: listfile, "
                         "nuswide21, coco, imagenet100")  # fmt: skip
     parser.add_argument("--root", help="path of the data set (folder or archive)")
     parser.add_argument("--image-root", default=None,

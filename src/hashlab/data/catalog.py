@@ -17,7 +17,7 @@ from pathlib import Path
 from hashlab.data.dataset import DataError, Dataset
 from hashlab.data.listfile import LIST_SETS, load_list_split
 
-DATASETS = ("cifar10", "digits", "folder", "mirflickr")
+DATASETS = ("cifar10", "digits", "folder", "mirflickr", "mirflickr-pairs", "mirflickr-pairs-bow")
 DATASETS += tuple(LIST_SETS)  # list-file sets: hashlab.data.listfile
 
 
@@ -74,6 +74,10 @@ def load_dataset(
         if csv is not None:
             return load_image_csv(root, csv, label_column=label_column, tags_column=tags_column)
         return load_image_folder(root)
+    if name.startswith("mirflickr-pairs"):  # image-tag pairs: GloVe-mean or bag-of-words text
+        from hashlab.data.mirflickr_pairs import load_mirflickr_image_pairs
+
+        return load_mirflickr_image_pairs(root, text="bow" if name.endswith("-bow") else "glove")
     from hashlab.data.mirflickr import load_mirflickr_images
 
     return load_mirflickr_images(root)

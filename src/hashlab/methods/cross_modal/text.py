@@ -8,6 +8,9 @@ A fitted :class:`CrossModalMethod` records its text featurizer in ``config.json`
   digit or underscore, and sets the column of every vocabulary word it contains (counts when
   ``binary`` is false). Words outside the vocabulary are ignored; a query with none in the
   vocabulary is an error that names the words.
+- ``{"kind": "glove", "vectors": "glove-6b-50d", "dim": 50}`` (open vocabulary): the mean
+  GloVe vector of the query's words, unknown words skipped
+  (:mod:`hashlab.text.open_vocabulary`); any English word GloVe knows can be a query word.
 - ``{"kind": "lda", ...}`` (Wikipedia: 10-d LDA topics) or ``{"kind": "features", ...}``:
   the data set ships only the precomputed vectors, not the model that makes them, so raw text
   cannot be featurised; the error says to pass ``--text-features FILE.npy`` instead, which
@@ -47,6 +50,10 @@ def text_to_features(model: Any, text: str) -> np.ndarray:
     """(1, D_text) float32 features of ``text`` for ``model.encode(..., modality="text")``."""
     featurizer = _featurizer(model)
     kind = featurizer.get("kind", "features")
+    if kind == "glove":
+        from hashlab.text.open_vocabulary import glove_query_features, word_vectors
+
+        return glove_query_features(text, word_vectors(featurizer.get("vectors", "glove-6b-50d")))
     if kind != "bow":
         description = featurizer.get("description", f"{featurizer.get('dim', '?')}-d vectors")
         raise TextFeaturizerError(
