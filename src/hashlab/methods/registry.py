@@ -63,6 +63,7 @@ METHOD_MODULES = (
     "hashlab.methods.deep.uadh",
     "hashlab.methods.deep.ssdh",
     "hashlab.methods.deep.sadh",
+    "hashlab.methods.deep.dbd_mq",
     "hashlab.methods.deep.bihalf",
     "hashlab.methods.deep.greedyhash_unsup",
     "hashlab.methods.deep.deepbit",
