@@ -370,8 +370,12 @@ def test_image_folder_errors(tmp_path, digits):
         load_image_folder(tmp_path / "missing")
     assert_one_sentence(error)
     write_digit_jpegs(tmp_path / "loose", digits, [0])
-    with pytest.raises(DataError, match="no class sub-folders"):
-        load_image_folder(tmp_path / "loose")
+    loose = load_image_folder(tmp_path / "loose")  # a flat folder: images without labels
+    assert loose.labels is None and len(loose) == 1 and loose.class_names is None
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(DataError, match="holds no images") as error:
+        load_image_folder(tmp_path / "bare")
+    assert_one_sentence(error)
     (tmp_path / "classes" / "empty").mkdir(parents=True)
     with pytest.raises(DataError, match="holds no images") as error:
         load_image_folder(tmp_path / "classes")

@@ -113,6 +113,24 @@ def _options(args: argparse.Namespace, cls: type, progress: bool) -> dict[str, o
     return params
 
 
+def _refuse_supervised_without_labels(method: str, cls: type, dataset: object) -> None:
+    """One clear line before any work when a label-supervised method meets a data set without
+    labels (a flat folder of photos), naming the methods that learn from images alone."""
+    tags = getattr(cls, "tags", None)
+    if tags is None or tags.supervision != "labels" or dataset.labels is not None:
+        return
+    from hashlab.methods.registry import list_methods, method_tags
+
+    unsupervised = [n for n in list_methods(supervision="none")
+                    if method_tags(n).modalities == ("image",)]  # fmt: skip
+    flat = dataset.info.get("layout") == "flat folder, no labels"
+    hint = " (a flat folder of images: class sub-folders would give labels)" if flat else ""
+    raise UserError(
+        f"{method} is supervised and {dataset.name} has no labels{hint}; methods that learn "
+        f"without labels: {', '.join(unsupervised)}"
+    )
+
+
 def run_train(args: argparse.Namespace) -> int:
     import hashlab
     from hashlab import pipeline
@@ -127,6 +145,7 @@ def run_train(args: argparse.Namespace) -> int:
     params = {**_options(args, cls, progress), **_method_params(args.param)}
     dataset = load_dataset(args.dataset, args.root, args.csv, args.label_column, args.tags_column,
                            image_root=args.image_root)  # fmt: skip
+    _refuse_supervised_without_labels(args.method, cls, dataset)
     protocol = args.protocol or default_protocol(args.dataset, dataset)
     split = make_split(dataset, protocol=protocol, seed=args.seed)
     model = hashlab.create(args.method, n_bits=args.bits, seed=args.seed, **params)
@@ -154,8 +173,10 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"{args.method} {args.bits} bits on {args.dataset}: {split.describe()}")
     training = model.extra_config_.get("training", {})
     if record.best_epoch is not None:
+        # unsupervised methods select on a held-out criterion, not map@all: name what it is
+        metric = getattr(getattr(model, "hparams", None), "validation_metric", "map@all")
         print(f"device {training['device']}, {record.epochs_run} epochs, best epoch "
-              f"{record.best_epoch} (validation map@all {record.best_score})")  # fmt: skip
+              f"{record.best_epoch} (validation {metric} {record.best_score})")  # fmt: skip
     if scores is None:
         print(f"{dataset.name} has no labels: test retrieval not scored")
     else:

@@ -2,7 +2,9 @@
 
 ``load_image_folder(root)``: ``root/<class>/<image>``, the torchvision ``ImageFolder`` layout;
 classes are the sub-folder names sorted, files sorted by name, so the item order (and every
-seeded split and feature cache built on it) is reproducible.
+seeded split and feature cache built on it) is reproducible. A flat folder (images directly
+in ``root``, no sub-folders) is an *unlabelled* collection: the images, sorted by name, with
+``labels=None`` (for the unsupervised methods; a supervised one is refused downstream).
 
 ``load_image_csv(root, csv_path)``: one row per image with a file column (relative to
 ``root``), optional labels (one or several per row, ``"dog;outdoor"``), optional tags
@@ -33,17 +35,24 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def load_image_folder(root: str | Path, name: str | None = None) -> Dataset:
-    """Images in ``root/<class>/`` with their class from the folder name."""
+    """Images in ``root/<class>/`` with their class from the folder name; a flat folder of
+    images (no sub-folders) gives them without labels."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a folder")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         loose = _image_files(root)
-        hint = (
-            f" (it holds {len(loose)} images directly; put them in root/<class>/)" if loose else ""
+        if not loose:
+            raise DataError(
+                f"{root} holds no images: expected images in it (unlabelled) or in "
+                "root/<class>/ sub-folders (labelled)"
+            )
+        return Dataset(
+            name=name or root.name,
+            image_paths=[str(p) for p in loose],
+            info={"source": str(root), "layout": "flat folder, no labels"},
         )
-        raise DataError(f"{root} has no class sub-folders{hint}")
     paths: list[str] = []
     labels: list[int] = []
     for class_id, class_dir in enumerate(class_dirs):
