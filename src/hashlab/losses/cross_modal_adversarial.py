@@ -11,10 +11,10 @@
 * :func:`acmr_triplet_loss` (ACMR's inter-modal invariance L_imi, Eq. 5-6, in the form of
   the authors' code): an anchor of one modality, its paired item of the other as positive
   and a dissimilar item of the other as negative, max(0, margin + alpha d+ - d-).
-* :func:`label_regression_loss` (SSAH Eq. 2 / 4, eta term): mean over items of
-  ||y_hat - y||^2, predicted label probabilities against the multi-hot labels.
-* :func:`quantisation_loss` (SSAH beta term, ACMR's hashing head): mean over items of
-  ||b - h||^2 between binary codes and relaxed codes.
+* :func:`label_regression_loss` (SSAH Eq. 2 / 4, eta term): mean squared error of
+  predicted label probabilities against the multi-hot labels.
+* :func:`quantisation_loss` (SSAH's beta term): mean squared error between binary codes
+  and relaxed codes.
 
 SSAH's J1 / J2 (negative log-likelihood of the label similarity under sigma(<a, b> / 2))
 are :func:`hashlab.losses.pairwise.pairwise_likelihood_loss`; nothing new here.
@@ -80,10 +80,10 @@ def acmr_triplet_loss(
 
 
 def label_regression_loss(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean over items of ||y_hat - y||^2 ((N, C) each)."""
-    return (probabilities - labels.to(probabilities.dtype)).pow(2).sum(1).mean()
+    """Mean over all entries of (y_hat - y)^2 ((N, C) each; the authors' ``mse_loss``)."""
+    return (probabilities - labels.to(probabilities.dtype)).pow(2).mean()
 
 
 def quantisation_loss(binary_codes: torch.Tensor, relaxed: torch.Tensor) -> torch.Tensor:
-    """Mean over items of ||b - h||^2 ((N, K) each)."""
-    return (binary_codes.to(relaxed.dtype) - relaxed).pow(2).sum(1).mean()
+    """Mean over all entries of (b - h)^2 ((N, K) each; the authors' ``mse_loss``)."""
+    return (binary_codes.to(relaxed.dtype) - relaxed).pow(2).mean()
