@@ -77,6 +77,7 @@ METHOD_MODULES = (
     "hashlab.methods.cross_modal.cvh",
     "hashlab.methods.cross_modal.gsph",
     "hashlab.methods.cross_modal.acmr",
+    "hashlab.methods.cross_modal.ssah",
 )
 _imported = False
 
