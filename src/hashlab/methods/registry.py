@@ -78,6 +78,7 @@ METHOD_MODULES = (
     "hashlab.methods.cross_modal.gsph",
     "hashlab.methods.cross_modal.acmr",
     "hashlab.methods.cross_modal.ssah",
+    "hashlab.methods.cross_modal.agah",
 )
 _imported = False
 

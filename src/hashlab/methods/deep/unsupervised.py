@@ -22,6 +22,11 @@ A method declares ``Config``, ``head_activation`` (or ``build_network``) and
 ``unsupervised_loss(outputs, features, state)``; extra views (CIBHash, DeepBit) run
 ``state.network.head`` on augmented features inside the loss.
 
+In fine-tune mode ``features`` are the backbone's current outputs, so the targets move with
+the backbone: BiHalf's and GreedyHash's authors train their similarity losses this way; for
+a reconstruction objective (UH-BDNN) it also lets the backbone reshape what it reconstructs,
+so frozen features (the default) are the faithful setting there.
+
 The held-out criterion is computed with a fixed random seed (augmentations, dropout-style
 views), in a forked RNG so that the training stream is left as it was: the same weights
 always get the same score, and validation does not change what training draws next.
