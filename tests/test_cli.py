@@ -66,6 +66,7 @@ def test_bench_json_document(tmp_path, capsys):
         (["bench", "--dataset", "cifar10", "--root", "/no/such/path"], "/no/such/path"),
         (["bench", "--dataset", "imagenet21k"], "unknown data set"),
         (["bench", "--methods", "pcah", "--bits", "128"], "128"),
+        (["bench", "--harness", "nosuch"], "unknown harness table 'nosuch'"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(args, message, tmp_path):
@@ -107,3 +108,15 @@ def test_a_real_bug_shows_its_traceback(monkeypatch):
     monkeypatch.setattr(demo, "run", broken)
     with pytest.raises(KeyError):
         main(["demo"])
+
+
+def test_bench_harness_runs_a_quick_table_and_refuses_unknown_ones(tmp_path, capsys):
+    out = tmp_path / "table"
+    code = main(["bench", "--harness", "digits", "--quick", "--rows", "itq,itq_cca",
+                 "--seeds", "0,1", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "python -m hashlab.bench.harness --table digits" in printed
+    result = json.loads((out / "result.json").read_text())
+    assert set(result["cells"]) == {"itq@16", "itq_cca@16"}
+    assert result["cells"]["itq@16"]["seeds"] == [0, 1]

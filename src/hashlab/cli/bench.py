@@ -10,6 +10,8 @@ from pathlib import Path
 from hashlab.backbones.registry import DEFAULT_BACKBONE
 from hashlab.cli.common import UserError, add_tag_arguments, parse_int_list, print_json
 
+BITS_DEFAULT = "16,32,48,64"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -33,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--queries", type=int, default=None, help="queries per class (per-class)")
     parser.add_argument("--train", type=int, default=None, help="training items per class")
     parser.add_argument("--methods", default="lsh,pcah,itq,sh,itq_cca,sdh")
-    parser.add_argument("--bits", default="16,32,48,64")
+    parser.add_argument("--bits", default=BITS_DEFAULT)
     parser.add_argument("--metrics", default="map@all,map@r2,precision@r2,recall@r2")
     parser.add_argument(
         "--convention",
@@ -54,7 +56,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_tag_arguments(parser)
     parser.add_argument("--out", default="bench-results", help="folder for JSON, CSV, plots")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    harness = parser.add_argument_group(
+        "fair tables (the experiment harness: equal budgets, validation tuning, seeds, "
+        "verdicts; python -m hashlab.bench.harness takes the same options)"
+    )
+    harness.add_argument(
+        "--harness",
+        metavar="TABLE",
+        help="run a harness table instead of the quick protocol above (cifar10, "
+        "cifar10-all, cifar10-unsupervised, eddh, mirflickr-tags, mirflickr-labels, digits ...)",
+    )
+    harness.add_argument("--quick", action="store_true", help="a CI-sized version of the table")
+    harness.add_argument("--rows", help="table rows to run (default: all)")
+    harness.add_argument("--seeds", help="seeds, e.g. 0,1,2 (default: the table's)")
+    harness.add_argument("--n-trials", type=int, help="tuning trials per (row, bits)")
+    harness.add_argument("--jobs", type=int, default=1, help="worker processes")
+    harness.add_argument("--resume", action="store_true", help="continue the runs in --out")
     parser.set_defaults(func=run)
+
+
+def run_harness(args: argparse.Namespace) -> int:
+    """``hashlab bench --harness TABLE``: the harness's own CLI, with the options given."""
+    from hashlab.bench import harness
+
+    if args.harness not in harness.TABLES:
+        raise UserError(
+            f"unknown harness table {args.harness!r}; known: {', '.join(sorted(harness.TABLES))}"
+        )
+    argv = ["--table", args.harness, "--out", args.out, "--jobs", str(args.jobs)]
+    given = {"--bits": args.bits_given, "--rows": args.rows, "--seeds": args.seeds}
+    argv += [item for flag, value in given.items() if value for item in (flag, value)]
+    argv += ["--n-trials", str(args.n_trials)] if args.n_trials is not None else []
+    argv += ["--quick"] * args.quick + ["--resume"] * args.resume
+    argv += ["--data-root", args.root] if args.root else []
+    return harness.main(argv)
 
 
 def parse_method_params(pairs: list[str]) -> dict[str, dict[str, object]]:
@@ -73,6 +108,9 @@ def parse_method_params(pairs: list[str]) -> dict[str, dict[str, object]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.harness:
+        args.bits_given = None if args.bits == BITS_DEFAULT else args.bits
+        return run_harness(args)
     import hashlab
     from hashlab.backbones.features import dataset_features
     from hashlab.bench.report import markdown_table, protocol_text, write_report
