@@ -86,6 +86,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="seconds a client may pause while sending a request head or body "
         "(default: 15; a whole body gets 4x that)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port and the index (default: 1). With more than "
+        "one, each is a reader that follows the index's commits, and a write holds the "
+        "index's writer lock only while it is written (a Milvus engine needs a server URI)",
+    )
+    parser.add_argument(
+        "--write-wait",
+        type=float,
+        default=5.0,
+        help="with --workers > 1: seconds a write waits for another worker's write before "
+        "answering 503 with Retry-After (default: %(default)s)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -112,8 +127,7 @@ def read_token(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hashlab.service import build_service, create_app
-    from hashlab.service.limits import RequestLimits, guarded_h11_protocol
+    from hashlab.service.limits import RequestLimits
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}")
@@ -121,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
         if not getattr(args, name) > 0:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} must be positive, got {getattr(args, name)}")
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if not args.write_wait > 0:
+        raise UserError(f"--write-wait must be positive, got {args.write_wait}")
     if args.ingest_root is not None and not Path(args.ingest_root).is_dir():
         raise UserError(f"--ingest-root {args.ingest_root} is not a folder")
     token = read_token(args)
@@ -131,27 +149,99 @@ def run(args: argparse.Namespace) -> int:
         header_timeout_s=args.request_timeout,
         body_timeout_s=4 * args.request_timeout,
     )
+    if args.workers == 1:
+        _serve(args, token, limits, shared_writes=False)
+        return 0
+    return _run_workers(args, token, limits)
+
+
+def _serve(
+    args: argparse.Namespace,
+    token: str | None,
+    limits: object,
+    shared_writes: bool,
+    sockets: list | None = None,
+) -> None:
+    """Build the service and serve it with uvicorn (on ``sockets`` when given)."""
+    import uvicorn
+
+    from hashlab.service import build_service, create_app
+    from hashlab.service.limits import guarded_h11_protocol
+
     service = build_service(
         args.model,
         args.index,
         image_store=args.image_store,
         token=token,
-        max_upload_bytes=limits.max_upload_bytes,
+        max_upload_bytes=limits.max_upload_bytes,  # type: ignore[attr-defined]
+        shared_writes=shared_writes,
     )
+    service.write_wait_s = float(args.write_wait)
     service.configure(
         upload_store=args.upload_store,
         ingest_root=args.ingest_root,
-        limits=limits,
+        limits=limits,  # type: ignore[arg-type]
         max_pixels=int(args.max_megapixels * 1_000_000),
     )
-    import uvicorn
-
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(service),
         host=args.host,
         port=args.port,
         log_level="info",
-        http=guarded_h11_protocol(limits.header_timeout_s),
+        http=guarded_h11_protocol(limits.header_timeout_s),  # type: ignore[attr-defined]
         timeout_keep_alive=5,
     )
-    return 0
+    uvicorn.Server(config).run(sockets=sockets)
+
+
+def check_workers_index(index_dir: str | Path, workers: int, token: str | None) -> None:
+    """What must hold before N workers share ``index_dir`` (UserError otherwise).
+
+    The directory's engine must be one several processes can open: milvus-lite (a local
+    ``.db`` file) lets one process open its file, so N workers need a Milvus server URI.
+    With a token, no other process may hold the writer lock now (it is another server).
+    """
+    from hashlab.index import storage
+    from hashlab.index.engines.milvus import check_uri
+
+    if not Path(index_dir).is_dir():
+        raise UserError(f"index directory {index_dir} does not exist")
+    store = storage.IndexStore.open(index_dir, mode="r", verify=False)
+    try:
+        record = store.header.get("backend") or {}
+    finally:
+        store.close()
+    if record.get("name") == "milvus":
+        uri = (record.get("params") or {}).get("uri")
+        try:
+            local = check_uri(uri)[1]
+        except ValueError:
+            local = False  # the workers' own open says what is wrong with it
+        if local:
+            raise UserError(
+                f"--workers {workers} needs a Milvus server URI (http://host:19530): this "
+                f"index's Milvus engine is the milvus-lite file {uri!r}, which one process "
+                "at a time can open; serve it with --workers 1, or rebuild the index with "
+                "--uri http://host:19530"
+            )
+    if token:
+        # IndexLockedError names the pid of the server that holds it
+        storage.IndexStore.open(index_dir, mode="w", verify=False).close()
+
+
+def _run_workers(args: argparse.Namespace, token: str | None, limits: object) -> int:
+    """``--workers N``: N forked uvicorn servers on one socket (hashlab.service.workers)."""
+    from hashlab.service.workers import bind_socket, supervise
+
+    if not Path(args.model).is_dir():
+        raise UserError(f"model directory {args.model} does not exist")
+    check_workers_index(args.index, args.workers, token)
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as error:
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {error.strerror}") from None
+
+    def run_worker(shared: object) -> None:
+        _serve(args, token, limits, shared_writes=True, sockets=[shared])
+
+    return supervise(args.workers, sock, run_worker)

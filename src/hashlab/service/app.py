@@ -54,8 +54,14 @@ def build_service(
     image_store: str | Path | None = None,
     token: str | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    shared_writes: bool = False,
 ) -> SearchService:
-    """Reopen a saved model and a durable index directory as a :class:`SearchService`."""
+    """Reopen a saved model and a durable index directory as a :class:`SearchService`.
+
+    ``shared_writes``: one of several worker processes over the directory (``hashlab serve
+    --workers N``): the index is opened as a reader and each write takes the writer lock
+    for itself (see :class:`SearchService`).
+    """
     import hashlab
 
     model_path = Path(model_dir)
@@ -66,7 +72,8 @@ def build_service(
     model = hashlab.load(model_path)
     # a token makes this server the index's one writer (the lock names its pid); without
     # one it is a reader that never modifies the directory
-    index = HammingIndex.open(index_dir, mode="w" if token else "r")
+    # (with shared_writes, every worker is a reader and a write holds the lock for itself)
+    index = HammingIndex.open(index_dir, mode="w" if token and not shared_writes else "r")
     if image_store is None:
         image_store = _built_from_folder(Path(index_dir))
     return SearchService(
@@ -76,6 +83,7 @@ def build_service(
         image_store=image_store,
         token=token,
         max_upload_bytes=max_upload_bytes,
+        shared_writes=shared_writes,
     )
 
 

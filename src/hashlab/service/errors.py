@@ -17,14 +17,22 @@ class ServiceError(_Base):  # type: ignore[misc,valid-type]
 
     ``close`` asks the server to close the connection after answering: used when the
     request body was not read to its end (413, 408), so the rest of it is never parsed as
-    the next request.
+    the next request. ``headers`` go with the answer (``Retry-After`` when busy).
     """
 
-    def __init__(self, status: int, message: str, close: bool = False) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        close: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.close = close
+        #: extra response headers (``Retry-After`` on a 503)
+        self.headers = dict(headers or {})
 
 
 def describe_os_error(error: OSError, doing: str) -> ServiceError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -100,16 +101,45 @@ def results_csv(hits: list[dict]) -> str:
     return buffer.getvalue()
 
 
+class WorkerHeaderMiddleware:
+    """Every answer names the process that gave it (``X-Hashlab-Worker: pid``).
+
+    With ``hashlab serve --workers N`` this tells a client (and the tests) which worker
+    answered; it is the pid only, nothing about the request.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_pid(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                pid = (b"x-hashlab-worker", str(os.getpid()).encode())  # after any fork
+                message = {**message, "headers": [*message.get("headers", []), pid]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_pid)
+
+
 def create_app(service: SearchService) -> FastAPI:
     """The FastAPI application over ``service``."""
     app = FastAPI(title="hashlab search", version="2")
     app.state.service = service
     app.add_middleware(LimitsMiddleware, limits=service.limits)
+    app.add_middleware(WorkerHeaderMiddleware)  # outermost: limit answers carry it too
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:
-        headers = {"connection": "close"} if error.close else None
-        return JSONResponse({"detail": error.message}, status_code=error.status, headers=headers)
+        headers = dict(getattr(error, "headers", None) or {})
+        if error.close:
+            headers["connection"] = "close"
+        return JSONResponse(
+            {"detail": error.message}, status_code=error.status, headers=headers or None
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

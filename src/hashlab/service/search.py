@@ -10,6 +10,13 @@ the photo goes to the service's own :class:`~hashlab.service.store.UploadStore` 
 indexed photo folder), and photo + index add happen under one lock, the photo removed again
 if the add fails. A full disk is a 507 with the reason.
 
+Several worker processes over one index (``shared_writes=True``, ``hashlab serve
+--workers N``): the service's index is a reader that catches up with the directory before
+every request (cheap: a ``stat`` of the header; read only when it changed), and each write
+opens the index as its writer for that one write (the exclusive lock, waited for at most
+``write_wait_s``; a lock still busy then is a 503 with ``Retry-After``), so writes made
+through any worker are seen by every worker and each acknowledged one is committed.
+
 Rendering never fails a whole answer: an item whose stored metadata cannot be read or shown
 (written before validation existed, or damaged) comes back with ``metadata: null`` and an
 ``error`` saying why.
@@ -19,10 +26,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import random
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +59,10 @@ LATENCY_WINDOW = 2000
 INT64_MAX = 2**63 - 1
 MAX_METADATA_DEPTH = 32  # as the index's own limit
 MAX_METADATA_BYTES = 64 * 1024
+#: a write waits this long for the index's writer lock before answering 503 (shared writes)
+WRITE_WAIT_S = 5.0
+#: seconds a client is told to wait (Retry-After) when the writer lock stayed busy
+RETRY_AFTER_S = 1
 
 
 def _percentile_ms(samples: Sequence[float], q: float) -> float | None:
@@ -135,6 +149,8 @@ class SearchService:
         limits: RequestLimits | None = None,
         decode_budget_pixels: int | None = None,
         ingest_root: str | Path | None = None,
+        shared_writes: bool = False,
+        write_wait_s: float = WRITE_WAIT_S,
     ) -> None:
         if model.n_bits != index.n_bits:
             raise ValueError(
@@ -165,9 +181,15 @@ class SearchService:
         self.request_seconds: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.n_queries = 0
         self._refreshed = float("-inf")
+        #: worker mode: the index is a reader and every write takes the writer lock briefly
+        self.shared_writes = bool(shared_writes)
+        self.write_wait_s = float(write_wait_s)
+        self._header_seen: tuple[int, int, int] | None = None
+        if self.shared_writes and not getattr(index, "read_only", False):
+            raise ValueError("shared_writes needs the index opened as a reader (mode='r')")
         self.jobs: dict[str, Any] = {}
         if self.token is not None and self.uploads is not None and self.uploads.root.is_dir():
-            self.uploads.recover(self._is_referenced)
+            self._recover_uploads()
 
     def configure(
         self,
@@ -180,7 +202,7 @@ class SearchService:
         if upload_store is not None:
             self.uploads = UploadStore(upload_store)
             if self.token is not None and self.uploads.root.is_dir():
-                self.uploads.recover(self._is_referenced)
+                self._recover_uploads()
         if ingest_root is not None:
             self.ingest_root = Path(ingest_root).resolve()
         if limits is not None:
@@ -267,17 +289,91 @@ class SearchService:
 
     # -- reads ------------------------------------------------------------------------
     def follow_writer(self) -> None:
-        """A read-only server catches up with the index's writer (at most once a second).
+        """A reader catches up with the index's writer.
 
         Called with the lock held. ``refresh`` reads only what was committed since the last
-        look; the writer's own server is always current and skips it.
+        look; the writer's own server is always current and skips it. A read-only server
+        looks at most once a second; a worker of several (``shared_writes``) looks before
+        every request, so a write acknowledged by any worker is seen by the next request to
+        any other, and only when the header's ``stat`` changed (one system call otherwise).
         """
         refresh = getattr(self.index, "refresh", None)
+        if refresh is None or not getattr(self.index, "read_only", self.token is None):
+            return
+        if self.shared_writes:
+            stamp = self._header_stamp()
+            if stamp is not None and stamp == self._header_seen:
+                return
+            refresh()  # the stamp was taken first: a commit after it is seen next time
+            self._header_seen = stamp
+            return
         now = time.monotonic()
-        if refresh is None or self.token is not None or now - self._refreshed < 1.0:
+        if now - self._refreshed < 1.0:
             return
         self._refreshed = now
         refresh()
+
+    def _header_stamp(self) -> tuple[int, int, int] | None:
+        """(inode, mtime, size) of the index header: a commit replaces the file."""
+        from hashlab.index.storage import HEADER
+
+        try:
+            found = os.stat(Path(self.index.path) / HEADER)
+        except (OSError, TypeError):
+            return None
+        return found.st_ino, found.st_mtime_ns, found.st_size
+
+    @contextmanager
+    def writable_index(self) -> Iterator[Any]:
+        """The index to write to: the service's own, or (shared writes) the writer for one write.
+
+        With ``shared_writes`` the directory's writer lock is taken for the duration of the
+        ``with`` block (waiting at most ``write_wait_s``, then a 503 with ``Retry-After``),
+        and the service's reader catches up after it. Called with ``self.lock`` held.
+        """
+        if not self.shared_writes:
+            yield self.index
+            return
+        from hashlab.index import HammingIndex
+        from hashlab.index.storage import IndexLockedError
+
+        deadline = time.monotonic() + self.write_wait_s
+        pause = 0.005
+        while True:
+            try:
+                # verify=False: the reader checked the files; the writer's recovery still
+                # drops what a killed writer left uncommitted
+                writer = HammingIndex.open(self.index.path, mode="w", verify=False)
+                break
+            except IndexLockedError as error:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ServiceError(
+                        503,
+                        f"the index is busy with another write (writer lock held by "
+                        f"{'pid ' + str(error.pid) if error.pid else 'another process'} for "
+                        f"more than {self.write_wait_s:g} s); nothing was changed, retry",
+                        headers={"Retry-After": str(RETRY_AFTER_S)},
+                    ) from None
+                # jittered: workers waiting together do not retry in step
+                time.sleep(min(left, pause * (0.5 + random.random())))
+                pause = min(2 * pause, 0.1)
+        try:
+            yield writer
+        finally:
+            writer.close()
+            self.follow_writer()
+
+    def _recover_uploads(self) -> None:
+        """Remove what crashed writers left in the upload store (under the writer lock)."""
+        if self.uploads is None:
+            return
+        try:
+            with self.lock, self.writable_index() as index:
+                # no add of another worker is between its photo and its commit while we hold it
+                self.uploads.recover(lambda relative: self._is_referenced(relative, index))
+        except ServiceError:  # the lock stayed busy: the next worker start recovers
+            pass
 
     def search(
         self,
@@ -374,6 +470,7 @@ class SearchService:
 
     def contains(self, item_id: int) -> bool:
         with self.lock:
+            self.follow_writer()
             return item_id in self.index
 
     def get_item(self, item_id: int) -> dict:
@@ -466,6 +563,8 @@ class SearchService:
             "image_store": None if self.image_store is None else str(self.image_store),
             "upload_store": None if self.uploads is None else str(self.uploads.root),
             "writes_enabled": self.token is not None,
+            "worker_pid": os.getpid(),
+            "shared_writes": self.shared_writes,
             "batch_ingest": {
                 "zip": self.token is not None,
                 "folder_root": None if self.ingest_root is None else str(self.ingest_root),
@@ -520,12 +619,12 @@ class SearchService:
         """
         uploads = self._require_uploads()
         stored = []
-        with self.lock:
+        with self.lock, self.writable_index() as index:
             try:
                 for data, meta in zip(photos, metas, strict=True):
                     stored.append(uploads.put(data, image_suffix(data)))
                     meta["image"] = stored[-1].relative
-                new_ids = self.index.add(codes, metadata=metas)
+                new_ids = index.add(codes, metadata=metas)
             except BaseException as error:
                 for item in stored:
                     uploads.discard(item)  # only photos this add created; others stay
@@ -540,9 +639,9 @@ class SearchService:
                 uploads.commit(item)
         return [int(i) for i in new_ids]
 
-    def _is_referenced(self, relative: str) -> bool | None:
+    def _is_referenced(self, relative: str, index: Any = None) -> bool | None:
         """Whether a committed item records photo ``relative`` (None: cannot tell)."""
-        filter_rows = getattr(self.index, "filter_rows", None)
+        filter_rows = getattr(self.index if index is None else index, "filter_rows", None)
         if filter_rows is None:
             return None
         try:
@@ -554,9 +653,9 @@ class SearchService:
     def remove_item(self, item_id: int) -> dict:
         if not 0 <= item_id <= INT64_MAX:
             raise ServiceError(404, f"no item with id {item_id}")
-        with self.lock:
+        with self.lock, self.writable_index() as index:
             try:
-                self.index.remove([item_id])
+                index.remove([item_id])
             except KeyError:
                 raise ServiceError(404, f"no item with id {item_id}") from None
             except PermissionError as error:
