@@ -190,7 +190,11 @@ class AdversarialHashMethod(UnsupervisedDeepMethod):
 
     def _new_game(self, state: TrainState) -> AdversarialGame:
         input_dim = int(state.network.feature_mean.shape[0])
-        adversary = self.build_adversary(input_dim).to(state.device)
+        # built from its own seed in a forked RNG: a resumed run rebuilds the opponent before
+        # loading its weights, and must not shift the training stream the trainer restored
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + 1)
+            adversary = self.build_adversary(input_dim).to(state.device)
         return AdversarialGame(adversary, self.hparams.gan_lr, (0.5, 0.999))
 
     def _standardised_training_features(self, state: TrainState) -> torch.Tensor:
