@@ -240,7 +240,20 @@ def test_multi_hot_labels_are_accepted(method):
     labels[labels.sum(axis=1) == 0, 0] = 1
     x = (labels @ rng.normal(size=(5, 16)) + 0.1 * rng.normal(size=(80, 16))).astype(np.float32)
     params = {"epochs": 1, "device": "cpu", "stage1_sweeps": 1, "centre_steps": 5}
-    accepted = set(hashlab.methods.registry.get_method_class(method).param_names())
+    from hashlab.methods.registry import get_method_class
+
+    accepted = set(get_method_class(method).param_names())
     model = hashlab.create(method, n_bits=8, **{k: v for k, v in params.items() if k in accepted})
     codes = model.fit(x, labels).encode(x)
     assert codes.shape == (80, 8) and set(np.unique(codes)) <= {0, 1}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_search_space_has_the_papers_knob(method):
+    from hashlab.bench.tuning import check_space
+    from hashlab.methods.registry import get_method_class
+
+    config = get_method_class(method).Config
+    space = check_space(config.search_space(), method)
+    assert {"lr", "weight_decay"} < set(space)
+    assert set(space) <= set(config.__dataclass_fields__)

@@ -13,7 +13,9 @@ One family per file; methods in ``hashlab.methods.deep`` compose them:
 | ``quantization.py`` | sign_quantization_loss, log_cosh_quantization_loss | DPSH, DHN |
 
 ``eddh.py`` and ``cross_modal.py`` (EDDH, cross-modal methods) live here too and are imported
-from their modules directly. Importing this package imports torch.
+from their modules directly, as are ``discrete.py`` (DSDH, CNNH, DDSH), ``triplet_likelihood.py``
+(DTSH), ``fisher.py`` (DFH), ``soft_similarity.py`` (IDHN) and ``priority.py`` (DPH).
+Importing this package imports torch.
 """
 
 from hashlab.losses.asymmetric import asymmetric_inner_product_loss

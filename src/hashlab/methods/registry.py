@@ -86,6 +86,7 @@ METHOD_MODULES = (
     "hashlab.methods.cross_modal.acmr",
     "hashlab.methods.cross_modal.ssah",
     "hashlab.methods.cross_modal.agah",
+    "hashlab.methods.cross_modal.ugach",
 )
 _imported = False
 

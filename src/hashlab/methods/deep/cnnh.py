@@ -39,6 +39,10 @@ from hashlab.train.trainer import TrainState
 class CNNHConfig(DeepHashConfig):
     stage1_sweeps: int = 10  # T: coordinate descent sweeps over all entries of H
 
+    @classmethod
+    def search_space(cls) -> dict[str, tuple]:
+        return {**super().search_space(), "stage1_sweeps": ("int", 2, 20)}
+
 
 def approximate_codes(s: np.ndarray, n_bits: int, sweeps: int,
                       rng: np.random.Generator) -> np.ndarray:  # fmt: skip
