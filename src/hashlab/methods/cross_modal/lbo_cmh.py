@@ -77,7 +77,10 @@ from hashlab.train import TrainConfig
 from hashlab.train.distributed import gather_chunks, local_chunk
 from hashlab.train.trainer import TrainState
 
-__all__ = ["LBOCMH", "scaled_learning_rate", "paper_margin", "sample_triplets", "REGULARISERS"]
+__all__ = [
+    "LBOCMH", "scaled_learning_rate", "paper_margin", "sample_triplets",
+    "sample_triplets_by_class", "REGULARISERS",
+]  # fmt: skip
 
 #: L4's weight term: the default, the paper's printed form, the ablation (module docstring)
 REGULARISERS = ("offdiagonal", "full", "l2")
@@ -87,6 +90,10 @@ _WEIGHT_REGULARISERS = {
     "l2": weight_l2_regulariser,
 }
 OPTIMISERS = ("adam", "sgd")
+#: above this many training items the (k, k) label-sharing matrix is not built (20,000 items
+#: are 400 MB of bools): single-label items then draw triplets by class
+#: (:func:`sample_triplets_by_class`, the same distribution); multi-label ones cannot.
+MATRIX_LIMIT = 20_000
 
 
 PAPER_BASE_LR = 0.02  # at batch 512 (Table 4)
@@ -130,6 +137,30 @@ def sample_triplets(similar: np.ndarray, per_query: int, rng: np.random.Generato
     positives = _draw_columns(similar, queries, rng)
     negatives = _draw_columns(~similar, queries, rng)
     return np.stack([queries, positives, negatives], axis=1)
+
+
+def sample_triplets_by_class(
+    class_ids: np.ndarray, per_query: int, rng: np.random.Generator
+) -> np.ndarray:
+    """:func:`sample_triplets` for single-label items without the (k, k) matrix.
+
+    The same distribution: every item is a query ``per_query`` times (with two classes or
+    more each has a positive, itself included, and a negative), positives uniform over its
+    class, negatives uniform over the other classes' items. O(k m) memory and time, for the
+    100,000-pair stand-in of ``hashlab.bench.large_batch``.
+    """
+    class_ids = np.asarray(class_ids, dtype=np.int64)
+    order = np.argsort(class_ids, kind="stable")
+    classes, starts, counts = np.unique(class_ids[order], return_index=True, return_counts=True)
+    if len(classes) < 2:
+        raise InputError("no training item has both a similar and a dissimilar item")
+    queries = np.repeat(np.arange(len(class_ids)), per_query)
+    block = np.searchsorted(classes, class_ids[queries])
+    positives = order[starts[block] + (rng.random(len(queries)) * counts[block]).astype(np.int64)]
+    # uniform over the k - n_c items outside the query's block of the class-sorted order
+    other = (rng.random(len(queries)) * (len(class_ids) - counts[block])).astype(np.int64)
+    other = np.where(other >= starts[block], other + counts[block], other)
+    return np.stack([queries, positives, order[other]], axis=1)
 
 
 @register("lbo_cmh")
@@ -212,6 +243,9 @@ class LBOCMH(TrainedCrossModalMethod):
         )  # fmt: skip
 
     def steps_per_epoch(self, labels: np.ndarray) -> int:
+        if len(labels) > MATRIX_LIMIT and (labels.sum(axis=1) == 1).all():  # by class
+            queries = len(labels) if len(np.unique(labels.argmax(1))) > 1 else 0
+            return max(1, math.ceil(queries * self.triplets_per_query / self.batch_size))
         multihot = labels.astype(np.float32)
         similar = multihot @ multihot.T > 0
         queries = int((similar.any(axis=1) & (~similar).any(axis=1)).sum())
@@ -237,13 +271,27 @@ class LBOCMH(TrainedCrossModalMethod):
         return loss + bias_l2_regulariser(net.biases(), self.omega)
 
     def _similar(self, state: TrainState) -> np.ndarray:
-        """(k, k) bool label sharing of the training items, computed once per fit."""
+        """(k, k) bool label sharing of the training items, computed once per fit; past
+        :data:`MATRIX_LIMIT` single-label items, their (k,) class ids instead."""
         cached = getattr(self, "_similar_cache", None)
         if cached is None or cached[0] is not state.train_labels:
             labels = state.train_labels.cpu().numpy()
-            cached = (state.train_labels, (labels @ labels.T) > 0)
+            if len(labels) <= MATRIX_LIMIT:
+                cached = (state.train_labels, (labels @ labels.T) > 0)
+            elif (labels.sum(axis=1) == 1).all():
+                cached = (state.train_labels, labels.argmax(axis=1))
+            else:
+                raise InputError(
+                    f"lbo_cmh samples multi-label triplets from a (k, k) matrix: {len(labels):,}"
+                    f" training items are more than {MATRIX_LIMIT:,}"
+                )
             self._similar_cache = cached
         return cached[1]
+
+    def _sample(self, similar: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        if similar.ndim == 1:  # class ids of a large single-label set
+            return torch.from_numpy(sample_triplets_by_class(similar, self.triplets_per_query, rng))
+        return torch.from_numpy(sample_triplets(similar, self.triplets_per_query, rng))
 
     # -- trainer hooks ---------------------------------------------------------------------
     def training_batches(self, state: TrainState, rng: np.random.Generator) -> Any:
@@ -253,9 +301,7 @@ class LBOCMH(TrainedCrossModalMethod):
         # Algorithm 1: text network first (text queries), then the image network.
         for query, other in (("text", "image"), ("image", "text")):
             if state.epoch % self.resample_every == 0 or query not in pools:
-                pools[query] = torch.from_numpy(
-                    sample_triplets(similar, self.triplets_per_query, rng)
-                )
+                pools[query] = self._sample(similar, rng)
             with torch.no_grad(), state.autocast():  # the other network is fixed this phase
                 fixed = state.network[other](inputs[other]).float()
             pool = pools[query]
