@@ -371,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         budget = args.budget
         if name == "synthetic-100k":
             budget = args.synthetic_budget or math.ceil(
-                args.n_synthetic * args.triplets_per_query / min(batches))
+                args.n_synthetic * args.triplets_per_query / min(batches)
+            )
         tasks = [{"set": name, "batch": b, "regulariser": reg, "bits": args.bits, "seed": s,
                   "budget": budget, "triplets_per_query": args.triplets_per_query,
                   "split_seed": 0, "n_synthetic": args.n_synthetic, "noise": args.noise,
@@ -398,7 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.ddp_epochs} epochs, off-diagonal L4, m = {args.triplets_per_query}. "
             f"s/epoch 1 process: {', '.join(f'{s:.1f}' for s in smoke['epoch_seconds_1'])}; "
             f"2 processes: {', '.join(f'{s:.1f}' for s in smoke['epoch_seconds_2'])}. Largest "
-            f"weight difference 2 vs 1 process: {smoke['max_weight_difference']:.2e}.\n")
+            f"weight difference 2 vs 1 process: {smoke['max_weight_difference']:.2e}.\n"
+        )
     header = [
         "# Table 4 (Zhang & Zhou 2021) on larger data: lbo_cmh, batch 512 / 2,048 / 8,192",
         "", f"Command: `{command}`", "",
