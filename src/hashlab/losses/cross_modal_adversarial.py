@@ -16,6 +16,10 @@
 * :func:`quantisation_loss` (SSAH's beta term): mean squared error between binary codes
   and relaxed codes.
 
+* :func:`ugach_triplet_score` and :func:`reinforce_loss` (UGACH, Zhang, Peng & Yuan, AAAI
+  2018, Eq. 5 and 7): the discriminator's hinge on (query, true item, generated item) and
+  the generator's policy-gradient loss with reward log(1 + exp(score)).
+
 SSAH's J1 / J2 (negative log-likelihood of the label similarity under sigma(<a, b> / 2))
 are :func:`hashlab.losses.pairwise.pairwise_likelihood_loss`; nothing new here.
 """
@@ -31,6 +35,8 @@ __all__ = [
     "label_regression_loss",
     "modality_adversarial_loss",
     "quantisation_loss",
+    "reinforce_loss",
+    "ugach_triplet_score",
 ]
 
 
@@ -87,3 +93,19 @@ def label_regression_loss(probabilities: torch.Tensor, labels: torch.Tensor) -> 
 def quantisation_loss(binary_codes: torch.Tensor, relaxed: torch.Tensor) -> torch.Tensor:
     """Mean over all entries of (b - h)^2 ((N, K) each; the authors' ``mse_loss``)."""
     return (binary_codes.to(relaxed.dtype) - relaxed).pow(2).mean()
+
+
+def ugach_triplet_score(
+    query: torch.Tensor, positive: torch.Tensor, generated: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """UGACH Eq. 5, per row of (N, K) codes: max(0, m + ||q - d+||^2 - ||q - d_gen||^2)
+    (the discriminator's loss on a generated pair, and the score inside its reward)."""
+    d_positive = (query - positive).pow(2).sum(1)
+    d_generated = (query - generated).pow(2).sum(1)
+    return functional.relu(margin + d_positive - d_generated)
+
+
+def reinforce_loss(log_probabilities: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+    """Policy gradient (REINFORCE, Williams 1992; UGACH Eq. 7): -mean(log p(d | q) * r),
+    rewards treated as constants."""
+    return -(log_probabilities * rewards.detach()).mean()
