@@ -17,12 +17,13 @@ Representation Learning", AAAI 2014): two stages.
 
 Not built: CNNH+'s extra class-label outputs (the paper's variant with a classification
 layer beside the hash layer). Multi-label data: handled (S = +1 for a shared label). Cost:
-stage 1 is O(T n^2 q) with a Python loop over the T n q entries, a few seconds for a
-thousand items and minutes for 5,000.
+stage 1 is O(T n^2 q) with a Python loop over the T n q entries: 12 s per sweep for 2,000
+items at 32 bits on a busy 2-core machine, so minutes for CIFAR-10's 5,000.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,20 +52,28 @@ def approximate_codes(s: np.ndarray, n_bits: int, sweeps: int,
     h = rng.uniform(-1.0, 1.0, size=(n, n_bits))
     residual = h @ h.T - n_bits * s  # L of Eq. 6
     objective = float((residual**2).sum())
+    step_column = np.empty(n)
     for _ in range(sweeps):
         kept = h.copy(), residual.copy()
+        columns = [np.ascontiguousarray(h[:, j]) for j in range(n_bits)]  # H_.j, kept current
+        norms = [float(c @ c) for c in columns]  # H_.j^T H_.j, kept current in O(1)
         for flat in rng.permutation(n * n_bits):
             i, j = divmod(int(flat), n_bits)
-            column = h[:, j]
-            slope = 4.0 * residual[i] @ column
-            curvature = 4.0 * (column @ column + h[i, j] ** 2 + residual[i, i])
-            step = -slope / curvature if curvature > 0 else -np.sign(slope) * 2.0
-            step = min(max(step, -1.0 - h[i, j]), 1.0 - h[i, j])
+            column, h_ij = columns[j], float(columns[j][i])
+            slope = 4.0 * float(residual[i] @ column)
+            curvature = 4.0 * (norms[j] + h_ij * h_ij + float(residual[i, i]))
+            step = -slope / curvature if curvature > 0 else -math.copysign(2.0, slope)
+            step = min(max(step, -1.0 - h_ij), 1.0 - h_ij)
+            if step == 0.0:
+                continue
             # Eq. 8: only row and column i of L change
-            residual[i] += step * column
-            residual[:, i] += step * column
+            np.multiply(column, step, out=step_column)
+            residual[i] += step_column
+            residual[:, i] += step_column
             residual[i, i] += step * step
-            h[i, j] += step
+            column[i] = h_ij + step
+            norms[j] += 2.0 * step * h_ij + step * step
+        h = np.stack(columns, axis=1)
         new_objective = float((residual**2).sum())
         if new_objective >= objective:
             h, residual = kept
