@@ -119,24 +119,43 @@ class UGACH(PairedBatchMethod):
             self._graph_cache = cached
         return cached
 
-    def training_step(self, batch: torch.Tensor, state: TrainState) -> torch.Tensor:
-        nets, inputs = state.network, self.device_inputs(state)
+    # -- where the game's items come from: queries, true items, the generator's pool -------
+    def _queries(self, state: TrainState, batch: torch.Tensor) -> torch.Tensor:
+        """The batch items that act as queries: all of them (unsupervised)."""
+        return batch
+
+    def _true_items(
+        self, state: TrainState, queries: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """One true item of the other modality per query: from the correlation graph."""
         graph = self._graph(state)
+        column = torch.randint(graph.shape[1], (len(queries),), generator=generator)
+        return graph[queries, column.to(state.device)]
+
+    def _candidates(
+        self, state: TrainState, queries: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The pool the generator picks from: a random subset of the batch."""
+        order = torch.randperm(len(queries), generator=generator).to(state.device)
+        return queries[order[: self.candidates]]
+
+    def training_step(self, batch: torch.Tensor, state: TrainState) -> torch.Tensor | None:
+        nets, inputs = state.network, self.device_inputs(state)
         generator = torch.Generator(device="cpu").manual_seed(self.seed * 100_003 + state.step)
+        queries = self._queries(state, batch)
+        if len(queries) < 2:
+            return None
         loss = torch.zeros((), device=state.device)
         for query, other in (("image", "text"), ("text", "image")):
-            q = inputs[query][batch]
-            # candidates: a random subset of the batch's items of the other modality
-            pool = batch[torch.randperm(len(batch), generator=generator)[: self.candidates]]
+            q = inputs[query][queries]
+            pool = self._candidates(state, queries, generator)
+            positive = self._true_items(state, queries, generator)
             with state.autocast():
                 g_q = nets["generator_" + query](q).float()
                 g_pool = nets["generator_" + other](inputs[other][pool]).float()
                 logits = -torch.cdist(g_q, g_pool).pow(2)  # Eq. 3: p(d | q) over the pool
-                picks = torch.multinomial(torch.softmax(logits.detach(), 1), 1, generator=None)
+                picks = torch.multinomial(torch.softmax(logits.detach(), 1), 1)
                 log_p = torch.log_softmax(logits, 1).gather(1, picks).squeeze(1)
-                # a true item per query from the correlation graph
-                column = torch.randint(graph.shape[1], (len(batch),), generator=generator)
-                positive = graph[batch, column.to(state.device)]
                 h_q = nets[query](q).float()
                 h_pos = nets[other](inputs[other][positive]).float()
                 h_gen = nets[other](inputs[other][pool[picks.squeeze(1)]]).float()
