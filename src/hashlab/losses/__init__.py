@@ -14,8 +14,9 @@ One family per file; methods in ``hashlab.methods.deep`` compose them:
 
 ``eddh.py`` and ``cross_modal.py`` (EDDH, cross-modal methods) live here too and are imported
 from their modules directly, as are ``discrete.py`` (DSDH, CNNH, DDSH), ``triplet_likelihood.py``
-(DTSH), ``fisher.py`` (DFH), ``soft_similarity.py`` (IDHN) and ``priority.py`` (DPH).
-Importing this package imports torch.
+(DTSH), ``fisher.py`` (DFH), ``soft_similarity.py`` (IDHN) and ``priority.py`` (DPH), and
+``centres.py`` (hash centres), ``hash_centre.py`` (CSQ, OrthoHash, DPN) and ``greedy.py``
+(GreedyHash). Importing this package imports torch.
 """
 
 from hashlab.losses.asymmetric import asymmetric_inner_product_loss
