@@ -215,3 +215,15 @@ def test_multi_label_centre_methods_beat_itq_and_greedyhash_refuses(digits):
         hashlab.create("greedyhash", n_bits=32, epochs=1, device="cpu").fit(
             pairs[train], labels[train]
         )
+
+
+@pytest.mark.parametrize(
+    "method, knob",
+    [("csq", "quantization_weight"), ("orthohash", "margin"), ("dpn", "margin"),
+     ("greedyhash", "alpha")],
+)  # fmt: skip
+def test_search_space_has_lr_weight_decay_and_the_papers_knob(method, knob):
+    from hashlab.bench.tuning import check_space, method_search_space
+
+    space = check_space(method_search_space(method), method)
+    assert {"lr", "weight_decay", knob} <= set(space)
