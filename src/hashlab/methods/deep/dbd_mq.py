@@ -21,6 +21,12 @@ with its image network and its rotation-invariance term, left out here: frozen f
 have no images to rotate). The autoencoders start as random rotations (E_k) and their
 transposes (D_k), so that they quantise differently from the first step. Held-out criterion:
 J of held-out items, no labels.
+
+Measured on digits (1,597 training items, 10 epochs, map@all at 16 / 32 bits): M = 4 gives
+0.41 / 0.45, M = 1 gives 0.45 / 0.53 (LSH 0.35 / 0.49). Items quantised by different
+autoencoders get codes in different bases, which the Hamming distance compares as if they
+were one; M = 4 stays the default because multi-quantisation is the method, and M = 1 is the
+ablation to compare with.
 """
 
 from __future__ import annotations
