@@ -28,7 +28,9 @@ BGAN and UADH put E and G on the Trainer's side and D in the game; HashGAN's enc
 its trunk with the discriminator, so E+D are the Trainer's side and G is the game's. The
 opponent's weights and optimiser are kept in ``state.extras["game"]`` after each epoch, so a
 resumed run continues the same game. Validation is label free (``UnsupervisedDeepMethod``):
-each method names its held-out criterion.
+each method names its held-out criterion. Under ``torchrun`` the Trainer's side is averaged
+across ranks as for any custom step, but each rank keeps its own opponent (not synchronised):
+these methods are meant for one process.
 """
 
 from __future__ import annotations
