@@ -17,6 +17,10 @@ reference code runs those 200 steps after every batch on that batch; here they r
 epoch (``on_epoch_end``) on all training items, the same objective at a fraction of the cost.
 
 Defaults (DeepHash-pytorch / authors' code): m = 3, mu = 0.1, vul = 1, nta = 1, eta = 0.5.
+Ours: a tanh hash layer where the reference code has a linear one (and RMSprop at 1e-5);
+with the linear layer under the shared Adam at 1e-3 the outputs grew without bound on
+CIFAR-10 EfficientNet-Lite0 features (1,000 training items, 32 bits, 20 epochs: map@all
+0.175 against ITQ's 0.329), with tanh 0.458.
 Multi-label data: handled as the reference code does, C y_i summing the centres of all of
 an item's labels.
 """
@@ -75,7 +79,7 @@ def update_centres(centres: torch.Tensor, labels: torch.Tensor, codes: torch.Ten
 class DFH(DeepHashMethod):
     tags = MethodTags(family="deep", supervision="labels", inputs="features")
     Config = DFHConfig
-    head_activation = "identity"
+    head_activation = "tanh"  # see the module docstring
 
     def on_train_start(self, state: TrainState) -> None:
         n, n_classes = state.train_labels.shape
