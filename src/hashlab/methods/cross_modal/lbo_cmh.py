@@ -26,6 +26,10 @@ triplets (Wikipedia: 2,173 x 4 = 8,692; 1,956 x 4 = 7,824 once a 10% validation 
 held out), so batch 8,192 gives one or two steps per direction per epoch. A batch larger
 than the pool is one full step. Compare methods on equal optimiser steps, not epochs
 (``hashlab.bench.cross_modal``): 150 epochs at batch 8,192 are only 150-300 steps.
+Past :data:`MATRIX_LIMIT` (20,000) single-label training items the triplets are drawn class
+by class (:func:`sample_triplets_by_class`, the same distribution) instead of from the (k, k)
+label-sharing matrix, which would not fit in memory (``hashlab.bench.large_batch``'s 100,000
+pairs).
 
 Learning rate. The paper's Table 4 pairs batch 512 / 2,048 / 8,192 with lr 0.02 / 0.04 /
 0.08: the square-root scaling rule lr = 0.02 sqrt(b / 512) (Krizhevsky 2014; Hoffer et al.
