@@ -59,10 +59,10 @@ def test_code_regression_and_similarity_reconstruction_by_hand():
 
 
 def test_dsdh_classifier_and_code_steps_by_hand():
-    # Eq. 8 with K = C = 1: W = (B B^T + nu/mu)^-1 B Y^T = 2 / (3 + 1)
+    # W step with K = C = 1: W = (B B^T + nu/mu)^-1 B Y^T = 2 / (3 + 1)
     w = update_classifier(t([[1, 1, -1]]), t([[1, 1, 0]]), nu_over_mu=1.0)
     assert w.item() == pytest.approx(0.5)
-    # Eq. 11, K = 2, W = [1, 2]^T, Y = [1, 0], U = 0. Row 0: p = [1, 0] minus
+    # B step, K = 2, W = [1, 2]^T, Y = [1, 0], U = 0. Row 0: p = [1, 0] minus
     # B_1 (w_1 w_0) = [1, -1] * 2 -> [-1, 2] -> [-1, 1]. Row 1 (with the new row 0):
     # p = [2, 0] minus [-1, 1] * 2 -> [4, -2] -> [1, -1]
     codes = update_codes(t([[1, 1], [1, -1]]), t([[1], [2]]), t([[1, 0]]), t([[0, 0], [0, 0]]),
@@ -132,7 +132,7 @@ def test_dph_priority_losses_by_hand():
 
 
 def test_cnnh_stage_one_fits_the_similarity_matrix():
-    def objective(h, s):  # ||S - H H^T / q||^2 (Eq. 2)
+    def objective(h, s):  # ||S - H H^T / q||^2
         return float(((s - h @ h.T / h.shape[1]) ** 2).sum())
 
     # two classes: S = H H^T / q holds exactly for H = +-c (class 1 the negation of class 0)
@@ -161,8 +161,8 @@ def test_ddsh_balanced_similarity_and_discrete_coding():
     labels = t([[1, 0], [1, 0], [1, 0], [0, 1]])
     assert balanced_similarity(labels, labels[:1]).flatten().tolist() == [1, 1, 1, -3]
     # Gamma codes already follow two opposite class codes; with r = 1 (each item similar to
-    # one of the two sampled items) those fit K S exactly, the optimum of Eq. 3, which the
-    # sampled items' codes must reach from wrong starting codes
+    # one of the two sampled items) those fit K S exactly, the optimum of DDSH's objective,
+    # which the sampled items' codes must reach from wrong starting codes
     classes = np.array([0, 0, 1, 1, 0, 1])
     onehot = torch.eye(2, dtype=torch.float64)[classes]
     class_codes = t([[1, 1, -1, 1], [-1, -1, 1, -1]])

@@ -2,13 +2,13 @@
 that the network is then tied to or regresses (DSDH, DDSH, CNNH).
 
 * :func:`code_regression_loss`: mean over entries of (b_ik - u_ik)^2, how far the network
-  outputs u are from fixed target codes b. DSDH (Li et al., NeurIPS 2017, Eq. 6): the
+  outputs u are from fixed target codes b. DSDH (Li et al., NeurIPS 2017): the
   eta ||b_i - u_i||^2 term tying the network to the discrete codes B; CNNH (Xia et al.,
   AAAI 2014, stage 2): the network regresses the approximate codes H of stage 1.
 * :func:`similarity_reconstruction_loss`: mean of (K s_ij - <u_i, v_j>)^2, how well inner
-  products of codes reproduce a similarity matrix scaled by the code length K. CNNH Eq. 2
+  products of codes reproduce a similarity matrix scaled by the code length K. CNNH
   (stage 1, ||S - H H^T / q||_F^2 up to the factor q^2, S in {-1, +1}) and DDSH (Jiang, Cui &
-  Li, TIP 2018, Eq. 3: ||K S - B_Gamma B_Omega^T||_F^2, the network outputs in place of
+  Li, TIP 2018: ||K S - B_Gamma B_Omega^T||_F^2, the network outputs in place of
   B_Gamma for its gradient).
 
 Entries / pairs are averaged rather than summed (the papers sum) so that the weights of other

@@ -1,5 +1,5 @@
-"""Losses of DFH (Li, van Gemert et al., "Push for Quantization: Deep Fisher Hashing",
-BMVC 2019), as in DeepHash-pytorch's DFH.py (which follows the authors' code).
+"""Losses of DFH (Li, Pei, Zha & van Gemert, "Push for Quantization: Deep Fisher
+Hashing", BMVC 2019), as in DeepHash-pytorch's DFH.py (which follows the authors' code).
 
 * :func:`margin_pairwise_likelihood`: the pairwise likelihood with a margin m that pushes
   similar inner products up and dissimilar ones down beyond it (Theta = <u_i, v_j> / 2):

@@ -1,6 +1,6 @@
-"""Soft pairwise similarity loss of IDHN (Zhang, Lai & Feng, "Improved Deep Hashing with Soft
-Pairwise Similarity for Multi-label Image Retrieval", IEEE TMM 2019), in the form of the
-authors' TensorFlow code (pectinid16/IDHN, ``hashing_loss``).
+"""Soft pairwise similarity loss of IDHN (Zhang, Zou, Lin, Chen & Wang, "Improved Deep Hashing
+with Soft Pairwise Similarity for Multi-label Image Retrieval", IEEE TMM 2019), in the form of
+the authors' TensorFlow code (pectinid16/IDHN, ``hashing_loss``).
 
 * :func:`cosine_label_similarity`: s_ij = <y_i, y_j> / (||y_i|| ||y_j||), the fraction of
   shared labels in [0, 1]; 1 or 0 for single-label data.

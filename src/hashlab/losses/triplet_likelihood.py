@@ -1,5 +1,5 @@
 """Triplet likelihood loss of DTSH (Wang, Shi & Kitani, "Deep Supervised Hashing with Triplet
-Labels", ACCV 2016, Eq. 3-5).
+Labels", ACCV 2016).
 
 With Theta_ij = <u_i, u_j> / 2, the probability that a triplet (q, p, n) (q similar to p,
 dissimilar to n) is right is sigma(Theta_qp - Theta_qn - alpha), alpha a margin; the loss is

@@ -3,11 +3,11 @@ Representation Learning", AAAI 2014): two stages.
 
 1. Approximate codes (``on_train_start``): with S in {-1, +1}^{n x n} the training items'
    similarity (+1 = a shared label), find H in [-1, 1]^{n x q} minimising
-   ||S - H H^T / q||_F^2 (Eq. 2; the same minimiser as ||H H^T - q S||^2). The paper's
-   coordinate descent (Eq. 6-8): entries (i, j) in random order, each moved by the Newton
-   step d = -g'/g'' of the quartic in that one entry, g' = 4 L_i. H_.j,
-   g'' = 4 (H_.j^T H_.j + H_ij^2 + L_ii), L = H H^T - q S, clipped to keep H_ij in [-1, 1],
-   with L updated in O(n) per entry; ``stage1_sweeps`` sweeps over all n q entries
+   ||S - H H^T / q||_F^2 (the same minimiser as ||H H^T - q S||^2). The paper's
+   coordinate descent (Eq. 6-8, numbered as in DeepHash-pytorch's CNNH.py): entries (i, j) in
+   random order, each moved by the Newton step d = -g'/g'' of the quartic in that one entry,
+   g' = 4 L_i. H_.j, g'' = 4 (H_.j^T H_.j + H_ij^2 + L_ii), L = H H^T - q S, clipped to keep
+   H_ij in [-1, 1], with L updated in O(n) per entry; ``stage1_sweeps`` sweeps over all n q entries
    (10, DeepHash-pytorch's T), a sweep that does not lower the objective undone (and the
    descent stopped) as in that code. When g'' <= 0 (the quartic is not convex there) the
    entry moves to the bound downhill.

@@ -4,7 +4,7 @@
 The supervision is used directly by the discrete codes: each outer iteration samples a small
 set Omega of m training items (the rest is Gamma) and minimises
 
-    ||K S_Gamma - B_Gamma B_Omega^T||^2 + ||K S_Omega - B_Omega B_Omega^T||^2        (Eq. 3)
+    ||K S_Gamma - B_Gamma B_Omega^T||^2 + ||K S_Omega - B_Omega B_Omega^T||^2    (J)
 
 with S = 1 for similar pairs and -r for dissimilar ones, r = #similar / #dissimilar (the
 authors' balancing), alternating:
@@ -14,7 +14,7 @@ authors' balancing), alternating:
   sum_{l != k} b_l b_l^T (zero diagonal) and p = R_Gamma^T g (g the bit's column of
   B_Gamma). The authors solve each such binary quadratic programme with a rounding of its
   Cholesky embedding (Solve.m); here by discrete coordinate ascent, b_i = sgn(2 R_i. b + p_i)
-  until no bit flips (at most ``bit_sweeps`` sweeps), which never increases Eq. 3 (a local
+  until no bit flips (at most ``bit_sweeps`` sweeps), which never increases J (a local
   optimum instead of their rounding);
 * deep hash function learning: the network is trained on Gamma with tanh(F(x)) in place of
   B_Gamma in the first term (``hashlab.losses.discrete.similarity_reconstruction_loss``),

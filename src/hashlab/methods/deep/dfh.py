@@ -1,4 +1,4 @@
-"""Deep Fisher Hashing (DFH: Li, Pintea, van Gemert et al., "Push for Quantization: Deep
+"""Deep Fisher Hashing (DFH: Li, Pei, Zha & van Gemert, "Push for Quantization: Deep
 Fisher Hashing", BMVC 2019), as in DeepHash-pytorch's DFH.py, which follows the authors' code.
 
 Each class c has a relaxed centre v_c (the columns of V, K x C) with binary centre

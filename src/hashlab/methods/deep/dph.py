@@ -1,10 +1,12 @@
-"""Deep Priority Hashing (DPH: Cao, Liu, Long & Wang, ACM MM 2017).
+"""Deep Priority Hashing (DPH: Cao, Sun, Long, Wang & Yu, ACM MM 2018, arXiv 1809.01238; the
+issue's "2017" is a year early). Equation numbers are left out: the paper text was not at
+hand to check them.
 
 Hard examples first, as in focal loss: the priority cross-entropy weights each in-batch pair by
 its class-balance weight times (1 - q_ij)^gamma, q_ij the probability that the pair's
-similarity is predicted right from sigma(alpha <u_i, u_j>) (Eq. 5-7), and the priority
+similarity is predicted right from sigma(alpha <u_i, u_j>), and the priority
 quantisation loss weights each code by (1 - q_i)^gamma with q_i = cos(|u_i|, 1) its
-quantisation quality (Eq. 8-9); ``hashlab.losses.priority``. Relaxed codes u = tanh(z).
+quantisation quality; ``hashlab.losses.priority``. Relaxed codes u = tanh(z).
 
 Defaults: gamma = 2 (the focal-loss value; the DPH paper sets gamma by validation and we
 could not check the value it printed), alpha = 10 / K (the adaptive sigmoid scale of the
@@ -28,7 +30,7 @@ from hashlab.train.trainer import TrainState
 
 @dataclass
 class DPHConfig(DeepHashConfig):
-    gamma: float = 2.0  # priority focusing exponent (Eq. 6, 8)
+    gamma: float = 2.0  # priority focusing exponent (both losses)
     alpha_times_bits: float = 10.0  # alpha = alpha_times_bits / K
     quantization_weight: float = 0.1  # lambda
 

@@ -4,15 +4,16 @@ The codes B (K x n) of the training items are learned *discretely*, and are aske
 keep the pairwise similarities and to predict the labels with a linear classifier W (K x C):
 
     min_{B, W, F}  -sum_{s_ij} (s_ij Theta_ij - log(1 + e^{Theta_ij}))
-                   + mu ||Y - W^T B||^2 + nu ||W||^2 + eta ||B - U||^2          (Eq. 6)
+                   + mu ||Y - W^T B||^2 + nu ||W||^2 + eta ||B - U||^2
 
-with U = F(X) the network outputs and Theta_ij = <u_i, u_j> / 2. Alternating:
+with U = F(X) the network outputs and Theta_ij = <u_i, u_j> / 2 (equation numbers are left
+out: the paper text was not at hand to check them). Alternating:
 
 * network step (each batch): the likelihood of the batch against a memory of every training
   item's latest output (as in DPSH) + eta ||b_i - u_i||^2 with b_i the current discrete code
   (``hashlab.losses.pairwise``, ``hashlab.losses.discrete``);
-* W step (closed form, Eq. 8): W = (B B^T + nu/mu I)^{-1} B Y^T;
-* B step (discrete cyclic coordinate descent, Eq. 10-11): with P = W Y + (eta/mu) U, each
+* W step (closed form): W = (B B^T + nu/mu I)^{-1} B Y^T;
+* B step (discrete cyclic coordinate descent): with P = W Y + (eta/mu) U, each
   bit row b^k = sgn(p^k - B'^T W' w^k) (B', W' without row k);
 
 the W/B steps run ``dcc_iter`` times at the end of every epoch (``on_epoch_end``) on the whole
@@ -57,7 +58,7 @@ class DSDHConfig(DeepHashConfig):
 
 
 def update_classifier(codes: torch.Tensor, labels: torch.Tensor, nu_over_mu: float) -> torch.Tensor:
-    """DSDH Eq. 8: W = (B B^T + nu/mu I)^{-1} B Y^T for B (K, n), Y (C, n); returns (K, C)."""
+    """DSDH's W step: W = (B B^T + nu/mu I)^{-1} B Y^T for B (K, n), Y (C, n); returns (K, C)."""
     n_bits = codes.shape[0]
     gram = codes @ codes.T + nu_over_mu * torch.eye(n_bits, dtype=codes.dtype, device=codes.device)
     return torch.linalg.solve(gram, codes @ labels.T)
@@ -67,7 +68,7 @@ def update_codes(
     codes: torch.Tensor, w: torch.Tensor, labels: torch.Tensor, outputs: torch.Tensor,
     eta_over_mu: float,
 ) -> torch.Tensor:  # fmt: skip
-    """DSDH Eq. 10-11: one DCC sweep over the K bit rows of B (K, n); returns the new B."""
+    """DSDH's B step: one DCC sweep over the K bit rows of B (K, n); returns the new B."""
     p = w @ labels + eta_over_mu * outputs
     codes = codes.clone()
     for k in range(codes.shape[0]):

@@ -1,6 +1,6 @@
 """Deep Supervised Hashing with Triplet Labels (DTSH: Wang, Shi & Kitani, ACCV 2016).
 
-Loss (Eq. 5): the negative log-likelihood of triplet labels, -log sigma(Theta_qp - Theta_qn -
+Loss: the negative log-likelihood of triplet labels, -log sigma(Theta_qp - Theta_qn -
 alpha) with Theta_ij = <u_i, u_j> / 2 and a margin alpha, over every valid in-batch triplet
 (``hashlab.losses.triplet_likelihood``), plus lambda ||b_i - u_i||^2 with b_i = sgn(u_i)
 (``hashlab.losses.quantization``), on a linear hash layer (the authors' fc8).
@@ -28,8 +28,8 @@ from hashlab.train.trainer import TrainState
 
 @dataclass
 class DTSHConfig(DeepHashConfig):
-    margin: float | None = None  # alpha of Eq. 3; None = K / 2 (authors' code)
-    quantization_weight: float = 0.01  # lambda of Eq. 5 (authors' eta, rescaled: see above)
+    margin: float | None = None  # alpha, the triplet margin; None = K / 2 (authors' code)
+    quantization_weight: float = 0.01  # lambda (authors' eta, rescaled: see above)
 
     @classmethod
     def search_space(cls) -> dict[str, tuple]:

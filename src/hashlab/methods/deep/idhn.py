@@ -1,6 +1,6 @@
-"""Improved Deep Hashing Network (IDHN: Zhang, Lai & Feng, "Improved Deep Hashing with Soft
-Pairwise Similarity for Multi-label Image Retrieval", IEEE TMM 2019), in the form of the
-authors' TensorFlow code (pectinid16/IDHN).
+"""Improved Deep Hashing Network (IDHN: Zhang, Zou, Lin, Chen & Wang, "Improved Deep Hashing
+with Soft Pairwise Similarity for Multi-label Image Retrieval", IEEE TMM 2019), in the form of
+the authors' TensorFlow code (pectinid16/IDHN).
 
 Multi-label relevance is graded: the similarity of two items is the cosine of their label
 vectors, in [0, 1]. Pairs with s = 0 or 1 ("hard") get the pairwise likelihood with
