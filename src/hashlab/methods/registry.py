@@ -87,6 +87,7 @@ METHOD_MODULES = (
     "hashlab.methods.cross_modal.ssah",
     "hashlab.methods.cross_modal.agah",
     "hashlab.methods.cross_modal.ugach",
+    "hashlab.methods.cross_modal.sch_gan",
 )
 _imported = False
 

@@ -20,9 +20,12 @@ updates generator and discriminator together (the discriminator's f is detached 
 the reward). Validation without labels: the mean over both directions of map@all where a
 validation item's only relevant item is its own pair among the validation items.
 
-Defaults are ours (the authors' code was not read for this file): k = 5 neighbours,
-margin m = 1 (codes in (0, 1)^K), 32 candidates per query drawn from the batch, hidden
-width 512, batch 128, Adam 1e-3, 60 epochs; no generator pre-training.
+Defaults are ours: k = 5 neighbours, margin m = 1 (codes in (0, 1)^K; ``margin=None``
+gives the authors' K / 8), 32 candidates per query drawn from the batch, one pick per
+query, hidden width 512, batch 128, Adam 1e-3, 60 epochs; no discriminator pre-training.
+The authors' code (PKU-ICST-MIPL/UGACH_AAAI2018, read after this file was written) differs:
+a pre-trained discriminator, two picks per query never among the true items, the reward
+sigmoid(f) instead of Eq. 7's log(1 + exp(f)), SGD with weight decay 0.01.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ class UGACH(PairedBatchMethod):
         batch_size: int = 128,
         learning_rate: float = 1e-3,
         neighbours: int = 5,
-        margin: float = 1.0,
+        margin: float | None = 1.0,
         candidates: int = 32,
         patience: int | None = 20,
         validation_fraction: float = 0.1,
@@ -108,6 +111,11 @@ class UGACH(PairedBatchMethod):
                 nets[prefix + m] = TwoLayerNet(dim, self.hidden, self.n_bits, "tanh", sigmoid=True)
         return nn.ModuleDict(nets)
 
+    @property
+    def margin_in_use(self) -> float:
+        """``margin``, else K / 8 (the authors' UGACH code, ``BETA = OUTPUT_DIM / 8``)."""
+        return float(self.margin) if self.margin is not None else self.n_bits / 8.0
+
     def _graph(self, state: TrainState) -> torch.Tensor:
         """(n, 1 + 2k) true items of the other modality per item: itself and neighbours."""
         cached = getattr(self, "_graph_cache", None)
@@ -139,6 +147,12 @@ class UGACH(PairedBatchMethod):
         order = torch.randperm(len(queries), generator=generator).to(state.device)
         return queries[order[: self.candidates]]
 
+    def _known_negatives(
+        self, state: TrainState, queries: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Items known to be irrelevant to each query (for pre-training; none here)."""
+        raise NotImplementedError("UGACH has no pre-training")
+
     def training_step(self, batch: torch.Tensor, state: TrainState) -> torch.Tensor | None:
         nets, inputs = state.network, self.device_inputs(state)
         generator = torch.Generator(device="cpu").manual_seed(self.seed * 100_003 + state.step)
@@ -146,10 +160,21 @@ class UGACH(PairedBatchMethod):
         if len(queries) < 2:
             return None
         loss = torch.zeros((), device=state.device)
+        # discriminator pre-training (SCH-GAN): known negatives instead of generated ones
+        pretraining = state.epoch < getattr(self, "pretrain_epochs", 0)
         for query, other in (("image", "text"), ("text", "image")):
             q = inputs[query][queries]
             pool = self._candidates(state, queries, generator)
             positive = self._true_items(state, queries, generator)
+            if pretraining:
+                negative = self._known_negatives(state, queries, generator)
+                with state.autocast():
+                    h_q = nets[query](q).float()
+                    h_pos = nets[other](inputs[other][positive]).float()
+                    h_neg = nets[other](inputs[other][negative]).float()
+                    score = ugach_triplet_score(h_q, h_pos, h_neg, self.margin_in_use)
+                loss = loss + score.mean()
+                continue
             with state.autocast():
                 g_q = nets["generator_" + query](q).float()
                 g_pool = nets["generator_" + other](inputs[other][pool]).float()
@@ -159,7 +184,7 @@ class UGACH(PairedBatchMethod):
                 h_q = nets[query](q).float()
                 h_pos = nets[other](inputs[other][positive]).float()
                 h_gen = nets[other](inputs[other][pool[picks.squeeze(1)]]).float()
-                score = ugach_triplet_score(h_q, h_pos, h_gen, self.margin)  # Eq. 5
+                score = ugach_triplet_score(h_q, h_pos, h_gen, self.margin_in_use)  # Eq. 5
             reward = torch.log1p(torch.exp(score.detach()))  # Eq. 7
             loss = loss + score.mean() + reinforce_loss(log_p, reward)
         return loss
