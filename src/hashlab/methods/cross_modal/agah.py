@@ -23,7 +23,9 @@ Written from the paper's description (the authors' code was not read for this fi
 the weights alpha (label prediction) = 1, beta (quantisation) = 1, the adversarial weight
 1, the hidden width 512, batch 128 and one Adam learning rate 1e-3 for all modules are
 ours. On precomputed features, as DCMH here: the image network is fully connected, not
-CNN-F on pixels.
+CNN-F on pixels. Wikipedia (1,000 pairs, 16 bits, 10 epochs): above the label-regression
+floor both ways at seed 0 (0.235 / 0.406 against 0.224 / 0.280), but text->image just below
+it at seeds 1 and 2 (0.271, 0.270): not a robust win.
 """
 
 from __future__ import annotations
