@@ -394,3 +394,123 @@ def test_hamming_index_on_milvus_matches_native_through_removes_and_reopen(uri, 
     same(reopened, native)
     assert reopened.engine.info()["milvus_live_rows"] == len(native) == 1200 - 300
     reopened.engine.drop()
+
+
+def mixed_metadata(rng: np.random.Generator, n: int) -> list:
+    """Metadata with missing fields, mixed types and nesting, as the filter tests use."""
+    values = [3, 3.0, 4, 2.5, -1.5, "3", "a12", "A12", "2024-05-01", "pole7", True, False]
+    values += [{"site": "A"}, {"site": "B"}, [1, 2], None]
+    metadata = []
+    for _ in range(n):
+        item = {}
+        for field in ("x", "y", "name"):
+            if rng.random() < 0.8:
+                item[field] = values[rng.integers(len(values))]
+        metadata.append(None if rng.random() < 0.05 else item)
+    return metadata
+
+
+def test_filters_are_pushed_down_to_milvus_with_native_results(uri, tmp_path, monkeypatch):
+    """HammingIndex on Milvus sends a translatable filter to Milvus itself (hashlab reads no
+    metadata for it) and answers exactly as the native engine, through metadata changed by
+    remove + re-add under the same ids, deletes, a reader following the writer, a reopen."""
+    from hashlab.index import HammingIndex
+    from hashlab.index.engines.milvus import milvus_expression
+
+    rng = np.random.default_rng(21)
+    params = {"uri": uri, "collection": "pushdown"}
+    on_milvus = HammingIndex.create(tmp_path / "m", N_BITS, backend="milvus", backend_params=params)
+    native = HammingIndex.create(tmp_path / "n", N_BITS)
+    codes = tie_heavy_codes(rng, 500)
+    ids = rng.choice(100_000, size=500, replace=False)
+    metadata = mixed_metadata(rng, 500)
+    for index in (on_milvus, native):
+        index.add(codes[:300], ids=ids[:300], metadata=metadata[:300])
+        index.add(codes[300:], ids=ids[300:], metadata=metadata[300:])
+    queries = tie_heavy_codes(rng, 6)
+    pushed = [text for text in FILTERS if milvus_expression(parse_filter(text)) is not None]
+    assert len(pushed) >= len(FILTERS) - 4 and "not (x == 3)" not in pushed
+
+    def same(a, b) -> None:
+        for text in FILTERS:
+            for k in (1, 15):
+                got, want = a.search(queries, k, filter=text), b.search(queries, k, filter=text)
+                np.testing.assert_array_equal(got[0], want[0], err_msg=f"{text} k={k}")
+                np.testing.assert_array_equal(got[1], want[1], err_msg=f"{text} k={k}")
+            got, want = (
+                a.range_search(queries, 3, filter=text),
+                b.range_search(queries, 3, filter=text),
+            )
+            for i in range(len(queries)):
+                np.testing.assert_array_equal(got[i][0], want[i][0], err_msg=text)
+                np.testing.assert_array_equal(got[i][1], want[i][1], err_msg=text)
+
+    def no_hashlab_filtering(*args, **kwargs):
+        raise AssertionError("a translatable filter was evaluated by hashlab, not Milvus")
+
+    same(on_milvus, native)
+    with monkeypatch.context() as patch:  # the pushed filters never touch hashlab's store
+        patch.setattr(on_milvus, "filter_rows", no_hashlab_filtering)
+        for text in pushed:
+            on_milvus.search(queries, 5, filter=text)
+            on_milvus.range_search(queries, 2, filter=text)
+    plan = on_milvus.explain(queries, k=5, filter="x.site == 'A' and y >= '2024'")
+    assert plan["filter"]["pushed_down"] is True
+    assert plan["filter"]["expression"] == milvus_expression(
+        parse_filter("x.site == 'A' and y >= '2024'")
+    )
+    plan = on_milvus.explain(queries, k=5, filter="not (x == 3)")
+    assert plan["filter"]["pushed_down"] is False and "no exact form" in plan["filter"]["reason"]
+    assert native.explain(queries, k=5, filter="x == 3")["filter"]["pushed_down"] is False
+
+    # metadata updates (remove + re-add under the same id, new metadata) and deletes
+    changed = ids[rng.choice(500, size=80, replace=False)]
+    new_meta = [{"x": 3, "y": "A12", "name": "pole9"} for _ in changed]
+    gone = np.setdiff1d(ids[rng.choice(500, size=60, replace=False)], changed)
+    for index in (on_milvus, native):
+        index.remove(changed)
+        index.add(tie_heavy_codes(np.random.default_rng(5), 80), ids=changed, metadata=new_meta)
+        index.remove(gone)
+    same(on_milvus, native)
+    hits = on_milvus.search(queries, 100, filter="name == 'pole9'")[0]
+    assert set(hits[hits >= 0].tolist()) <= set(changed.tolist()) and (hits >= 0).sum() > 0
+
+    # a reader follows the writer's commits, metadata included
+    reader = HammingIndex.open(tmp_path / "m")
+    more = tie_heavy_codes(rng, 40)
+    more_ids = 200_000 + np.arange(40)
+    more_meta = [{"x": 4, "name": "late"} for _ in range(40)]
+    for index in (on_milvus, native):
+        index.add(more, ids=more_ids, metadata=more_meta)
+    assert reader.refresh()
+    same(reader, native)
+    reader.close()
+
+    on_milvus.close()
+    reopened = HammingIndex.open(tmp_path / "m")
+    same(reopened, native)
+    reopened.engine.drop()
+
+
+def test_a_collection_without_pushed_metadata_is_rewritten_on_reopen(uri, tmp_path):
+    """Rows Milvus holds with other metadata than the index's (a collection written before
+    metadata went to Milvus) are upserted when the writer reopens the index, so pushed-down
+    filters see the truth."""
+    from hashlab.index import HammingIndex
+
+    rng = np.random.default_rng(8)
+    params = {"uri": uri, "collection": "stale_meta"}
+    index = HammingIndex.create(tmp_path / "m", N_BITS, backend="milvus", backend_params=params)
+    codes = tie_heavy_codes(rng, 200)
+    index.add(codes, metadata=[{"site": f"S{i % 3}"} for i in range(200)])
+    index.close()
+    index.engine.close()
+    stale = MilvusEngine(N_BITS, uri=uri, collection="stale_meta")
+    stale._write(codes, np.arange(200), [{} for _ in range(200)], 0, upsert=True)  # old layout
+    stale.close()
+    reopened = HammingIndex.open(
+        tmp_path / "m", mode="w"
+    )  # the writer repairs (readers never write)
+    found = reopened.range_search(codes[:1], N_BITS, filter="site == 'S1'")[0][0]
+    assert sorted(found.tolist()) == list(range(1, 200, 3))
+    reopened.engine.drop()

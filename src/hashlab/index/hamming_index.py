@@ -55,6 +55,12 @@ BACKENDS = tuple(list_engines())
 Metadata = dict[str, Any] | None
 
 
+def _metadata_object(text: str | None) -> dict[str, Any] | None:
+    """Stored metadata text as the object an engine stores (what does not parse: none)."""
+    value = None if text is None else _loads_or_none(text)
+    return value if isinstance(value, dict) else None
+
+
 def _loads_or_none(text: str) -> Any:
     """Stored metadata for a filter to judge; what does not parse matches as no metadata."""
     try:
@@ -286,7 +292,7 @@ class HammingIndex:
         old_rows = previous["n_rows"]
         codes, ids = store.read_rows(old_rows, header["n_rows"])
         records = store.read_removals(previous["n_removed_records"], header["n_removed_records"])
-        self._append_in_memory(codes, ids)
+        self._append_in_memory(codes, ids, batch_bound=header["n_batches"])
         if len(records):
             # an old row carrying a newly removed id dies (its row is below every new record's
             # row count); a new row dies when a new record came after it
@@ -365,7 +371,7 @@ class HammingIndex:
                     [row for row in rows if row[2] is not None],
                 )
         self._n_batches += 1
-        self._append_in_memory(packed, new_ids)
+        self._append_in_memory(packed, new_ids, texts)
         if n_new:
             self._next_id = max(self._next_id, int(new_ids.max()) + 1)
         return new_ids
@@ -407,7 +413,18 @@ class HammingIndex:
             for position, item in enumerate(metadata)
         ]
 
-    def _append_in_memory(self, packed: np.ndarray, new_ids: np.ndarray) -> None:
+    def _append_in_memory(
+        self,
+        packed: np.ndarray,
+        new_ids: np.ndarray,
+        texts: Sequence[str | None] | None = None,
+        batch_bound: int | None = None,
+    ) -> None:
+        """Append rows in memory and to the engine (with their metadata when it filters).
+
+        ``texts``: the rows' metadata as JSON text; when None and the engine filters
+        metadata itself, it is read from the store (commits before ``batch_bound``).
+        """
         n_new = len(new_ids)
         if n_new == 0:
             return
@@ -432,7 +449,12 @@ class HammingIndex:
             grown[: self._dead.shape[0]] = self._dead[: grown.shape[0]]
             self._dead = grown
         self._n = total
-        self._engine.add(packed, new_ids)
+        if getattr(self._engine, "filters_metadata", False):
+            if texts is None:
+                texts = self._metadata_texts(new_ids, batch_bound)
+            self._engine.add(packed, new_ids, metadata=[_metadata_object(t) for t in texts])
+        else:
+            self._engine.add(packed, new_ids)
 
     def remove(self, ids: Sequence[int] | np.ndarray) -> int:
         """Remove live items by id; returns how many. Unknown ids raise KeyError (no change)."""
@@ -468,6 +490,18 @@ class HammingIndex:
                 found[item_id] = storage.decode_metadata(text)
         return [found.get(i) for i in flat]
 
+    def _metadata_texts(self, ids: np.ndarray, batch_bound: int | None = None) -> list[str | None]:
+        """Committed metadata JSON text (or None) per id, for engines that filter it."""
+        bound = self._n_batches if batch_bound is None else batch_bound
+        found: dict[int, str] = {}
+        wanted = np.unique(np.asarray(ids, dtype=np.int64)).tolist()
+        for start in range(0, len(wanted), 900):  # SQLite's host parameter limit
+            part = wanted[start : start + 900]
+            marks = ",".join("?" * len(part))
+            query = f"SELECT id, json FROM items WHERE batch < ? AND id IN ({marks})"
+            found.update(self._meta.execute(query, (bound, *part)))
+        return [found.get(int(i)) for i in ids]
+
     # ------------------------------------------------------------------ search ---------
     def _prepare_queries(self, queries: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(as_packed(queries, self.n_bits))
@@ -483,13 +517,23 @@ class HammingIndex:
             params.setdefault("max_memory_ratio", self.max_memory_ratio)
             params["rows_source"] = lambda: (self._codes, self._ids)
             params["reorder"] = self._reorder_rows
-        return create_engine(self.backend, self.n_bits, **params)
+        engine = create_engine(self.backend, self.n_bits, **params)
+        if hasattr(engine, "read_only") and self.read_only:
+            # an engine holding its own copy (Milvus) is written by the index's one writer;
+            # a reader's engine follows the rows without writing them a second time
+            engine.read_only = True
+        return engine
 
     def _reset_engine(self) -> None:
         """A fresh engine holding every row (after open or a reopen): tombstones included."""
         self._engine = self._new_engine()
         if self._n:
-            self._engine.add(self._codes[: self._n], self._ids[: self._n])
+            ids = self._ids[: self._n]
+            if getattr(self._engine, "filters_metadata", False):
+                metadata = [_metadata_object(t) for t in self._metadata_texts(ids)]
+                self._engine.add(self._codes[: self._n], ids, metadata=metadata)
+            else:
+                self._engine.add(self._codes[: self._n], ids)
             dead = self._dead_rows()
             if dead.size:
                 self._engine.remove(dead)
@@ -529,6 +573,25 @@ class HammingIndex:
             prepare()  # a table build reorders rows: row numbers are taken after it
         return self.filter_rows(filter)
 
+    def _filter_plan(
+        self,
+        filter: str | Filter | None,  # noqa: A002
+    ) -> tuple[Filter | None, np.ndarray | None]:
+        """(filter the engine evaluates itself, or None; allowed rows when hashlab does).
+
+        An engine that stores metadata (``filters_metadata``: Milvus) gets the filter when
+        it can translate it exactly (``can_filter``); otherwise hashlab evaluates it over
+        its metadata store and the engine gets the matching rows.
+        """
+        if filter is None:
+            return None, None
+        parsed = parse_filter(filter)
+        engine = self._current_engine()
+        can_filter = getattr(engine, "can_filter", None)
+        if getattr(engine, "filters_metadata", False) and can_filter and can_filter(parsed):
+            return parsed, None
+        return None, self._allowed_rows(parsed)
+
     @property
     def engine(self) -> Engine:
         """The search engine behind this index (see :mod:`hashlab.index.engines`)."""
@@ -554,12 +617,13 @@ class HammingIndex:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         k = int(k)
         n_q = q.shape[0]
-        allowed = self._allowed_rows(filter)
+        pushed, allowed = self._filter_plan(filter)
         if len(self) == 0 or n_q == 0 or (allowed is not None and len(allowed) == 0):
             dists = np.full((n_q, k), -1, dtype=np.int32)
             ids = np.full((n_q, k), -1, dtype=np.int64)
         else:
-            dists, rows = self._current_engine().knn(q, k, allowed)
+            extra = {} if pushed is None else {"filter": pushed}
+            dists, rows = self._current_engine().knn(q, k, allowed, **extra)
             ids = np.where(rows >= 0, self._ids[np.clip(rows, 0, None)], -1)
         if with_metadata:
             meta = self.metadata(ids)
@@ -585,11 +649,12 @@ class HammingIndex:
             raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
         radius = int(min(radius, self.n_bits))
         n_q = q.shape[0]
-        allowed = self._allowed_rows(filter)
+        pushed, allowed = self._filter_plan(filter)
         if len(self) == 0 or n_q == 0 or (allowed is not None and len(allowed) == 0):
             found = RangeResult.empty(n_q)
         else:
-            found = self._current_engine().range(q, radius, allowed)
+            extra = {} if pushed is None else {"filter": pushed}
+            found = self._current_engine().range(q, radius, allowed, **extra)
         ids = self._ids[found.rows] if found.rows.size else np.zeros(0, dtype=np.int64)
         result = IdRangeResult(found.offsets, ids, found.distances)
         if with_metadata:
@@ -599,14 +664,43 @@ class HammingIndex:
         return result
 
     def explain(
-        self, queries: np.ndarray, radius: int | None = None, k: int | None = None
+        self,
+        queries: np.ndarray,
+        radius: int | None = None,
+        k: int | None = None,
+        filter: str | Filter | None = None,  # noqa: A002
     ) -> dict[str, Any]:
-        """The plan a batch of queries would get and why (native engine: every plan's cost)."""
+        """The plan a batch of queries would get and why (native engine: every plan's cost).
+
+        With ``filter``, ``"filter"`` says who evaluates it: ``pushed_down`` (the engine,
+        e.g. Milvus with ``expression``) or hashlab over its metadata store, with the reason.
+        """
         q = self._prepare_queries(queries)
         engine = self._current_engine()
         if hasattr(engine, "explain"):
-            return engine.explain(q, radius=radius, k=k)
-        return {"plan": self.backend, "reason": f"the {self.backend} engine has one plan"}
+            plan = dict(engine.explain(q, radius=radius, k=k))
+        else:
+            plan = {"plan": self.backend, "reason": f"the {self.backend} engine has one plan"}
+        if filter is not None:
+            pushed, _ = self._filter_plan(filter)
+            if pushed is not None:
+                plan["filter"] = {
+                    "pushed_down": True,
+                    "expression": engine.filter_expression(pushed),
+                    "reason": f"the {self.backend} engine evaluates the filter itself",
+                }
+            else:
+                why = (
+                    "the filter has no exact form in the engine's expression language (a "
+                    "negation that must also keep items without the field or with another "
+                    "type); hashlab evaluates it over the metadata store and passes the "
+                    "matching rows"
+                    if getattr(engine, "filters_metadata", False)
+                    else f"hashlab evaluates it over the metadata store; the {self.backend} "
+                    "engine searches the matching rows"
+                )
+                plan["filter"] = {"pushed_down": False, "expression": None, "reason": why}
+        return plan
 
     # ------------------------------------------------------------------ filters --------
     def filter_rows(self, filter: str | Filter) -> np.ndarray:  # noqa: A002

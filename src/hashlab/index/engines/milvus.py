@@ -31,13 +31,24 @@ against a brute-force scan in ``tests/test_milvus.py``):
 * **Filters.** hashlab's filter text is parsed by :func:`hashlab.index.filters.parse_filter`
   (a syntax error is a :class:`~hashlab.index.filters.FilterError` before Milvus is called;
   Milvus itself answers some malformed expressions with an empty result instead of an error)
-  and rendered with ``to_milvus(json_field="meta")``.
+  and translated by :func:`milvus_expression` into a Milvus expression over the ``meta``
+  JSON field, which ``HammingIndex`` fills with each item's metadata (at add, replay and
+  refresh). ``HammingIndex`` pushes a filter down when :meth:`MilvusEngine.can_filter`
+  says the translation is exact; otherwise (a negation that must also keep items without the
+  field or with another type) it evaluates the filter over its own metadata store and passes
+  the matching rows, and ``HammingIndex.explain(..., filter=...)`` says which road was taken.
+
+Readers: an index opened ``mode="r"`` marks its engine ``read_only``: the writer writes the
+collection, the reader's engine only counts the rows it follows (searches are limited to
+``row < n``, so rows the writer added since the reader's last refresh stay hidden) and never
+inserts or deletes (two processes inserting the same rows would duplicate them).
 
 Reopening: ``HammingIndex`` rebuilds an engine by replaying its adds and removes. When the
 collection already holds a row being replayed, a sample of the replayed rows is compared
-with Milvus's copy; if they agree nothing is written, otherwise the range is upserted (the
-hashlab index is the source of truth). Rows Milvus holds beyond the replayed ones (an add
-torn by a crash) are hidden from searches and overwritten by the next add.
+with Milvus's copy (code, tie key and metadata); if they agree nothing is written,
+otherwise the range is upserted (the hashlab index is the source of truth). Rows Milvus
+holds beyond the replayed ones (an add torn by a crash) are hidden from searches and
+overwritten by the next add.
 """
 
 from __future__ import annotations
@@ -207,6 +218,9 @@ class MilvusEngine:
         }
         self._n = 0  # rows added (or replayed) through this engine
         self._unflushed = 0
+        #: a reader's engine (set by HammingIndex for mode="r"): the index's writer writes the
+        #: collection; this one only counts the rows it follows and never writes
+        self.read_only = False
         self._pymilvus = _import_pymilvus()
         # a token is never a stored parameter (index headers are plain JSON): MILVUS_TOKEN
         self._client = self._connect(token or os.environ.get("MILVUS_TOKEN", ""))
@@ -357,11 +371,16 @@ class MilvusEngine:
             raise HashlabValueError(f"{m} codes need {m} tie keys, got shape {keys.shape}")
         if metadata is not None and len(metadata) != m:
             raise HashlabValueError(f"{m} codes need {m} metadata entries, got {len(metadata)}")
+        if self.read_only:  # the writer put these rows there (two writers would duplicate them)
+            self._n = start + m
+            return
         metas = [_meta_dict(metadata[i] if metadata is not None else None) for i in range(m)]
         if m == 0:
             return
         replayed = min(m, max(0, self._stored_end - start))
-        if replayed and not self._replay_matches(codes[:replayed], keys[:replayed], start):
+        if replayed and not self._replay_matches(
+            codes[:replayed], keys[:replayed], metas[:replayed], start
+        ):
             self._write(codes[:replayed], keys[:replayed], metas[:replayed], start, upsert=True)
         if replayed < m:
             self._write(codes[replayed:], keys[replayed:], metas[replayed:], start + replayed)
@@ -395,20 +414,28 @@ class MilvusEngine:
             write(columns)
         self._unflushed += len(codes)
 
-    def _replay_matches(self, codes: np.ndarray, keys: np.ndarray, first_row: int) -> bool:
-        """Whether Milvus's copy of a sample of these rows holds the same codes and keys."""
+    def _replay_matches(
+        self, codes: np.ndarray, keys: np.ndarray, metas: list[dict], first_row: int
+    ) -> bool:
+        """Whether Milvus's copy of a sample of these rows holds the same codes, keys, metadata.
+
+        The metadata is compared too: filters are evaluated by Milvus on its copy, and a
+        collection written before metadata was pushed to it holds ``{}`` everywhere.
+        """
         m = len(codes)
         rng = np.random.default_rng(first_row)
         sample = np.unique(np.r_[0, m - 1, rng.integers(0, m, size=min(m, VERIFY_SAMPLE))])
         rows = (first_row + sample).tolist()
         found = self._client.query(
-            self.collection, filter=f"row in {rows}", output_fields=["row", "key", "code"]
+            self.collection, filter=f"row in {rows}", output_fields=["row", "key", "code", "meta"]
         )
         for hit in found:  # rows missing there were removed before: nothing to compare
             i = int(hit["row"]) - first_row
             stored = hit["code"]
             stored = stored[0] if isinstance(stored, list) else stored
             if int(hit["key"]) != int(keys[i]) or bytes(stored) != codes[i].tobytes():
+                return False
+            if _meta_dict(hit.get("meta")) != metas[i]:
                 return False
         return True
 
@@ -419,11 +446,21 @@ class MilvusEngine:
             self._unflushed = 0
 
     def remove(self, rows: np.ndarray) -> None:
+        if self.read_only:  # the writer deleted them
+            return
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         for lo in range(0, len(rows), self.insert_batch):
             self._client.delete(self.collection, ids=rows[lo : lo + self.insert_batch].tolist())
 
     # ------------------------------------------------------------------ search --------
+    def can_filter(self, filter: str | Filter) -> bool:  # noqa: A002
+        """Whether Milvus can evaluate ``filter`` exactly as :meth:`Filter.matches` does."""
+        return milvus_expression(parse_filter(filter)) is not None
+
+    def filter_expression(self, filter: str | Filter) -> str | None:  # noqa: A002
+        """The Milvus boolean expression ``filter`` is sent as (None: no exact form)."""
+        return milvus_expression(parse_filter(filter))
+
     def _expression(self, allowed: np.ndarray | None, filter: str | Filter | None) -> str:  # noqa: A002
         parts = []
         if filter is not None:
@@ -442,7 +479,8 @@ class MilvusEngine:
                 parts.append(f"row not in {others.tolist()}" if len(others) else "row >= 0")
             else:
                 parts.append(f"row in {allowed.tolist()}")
-        if self._stored_end > self._n:  # rows of a torn add, beyond what the owner knows
+        if self._stored_end > self._n or self.read_only:
+            # rows of a torn add, or (a reader) rows the writer added since our last look
             parts.append(f"row < {self._n}")
         return " and ".join(f"({p})" for p in parts)
 
