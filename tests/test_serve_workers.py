@@ -7,10 +7,13 @@ names its worker in ``X-Hashlab-Worker``). A worker SIGKILLed while the clients 
 nothing that was acknowledged, the supervisor replaces it, and ``hashlab index check`` finds
 the directory sound. A writer lock held elsewhere makes a write wait, then answer 503 with
 ``Retry-After`` (nothing written); a milvus-lite index is refused with more than one worker.
+A batch ingest job runs in one worker, yet every worker answers ``GET /jobs/ID`` (its status
+file), and all of them give the same final report.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,6 +157,53 @@ def test_concurrent_adds_are_seen_by_every_worker(server: dict) -> None:
     assert len(found_by_every_worker(url, expected, "concurrent")) == 2
     health = httpx.get(url + "/health", timeout=30).json()
     assert health["items"] == N_INDEXED + 16
+
+
+def test_a_batch_job_is_known_to_every_worker(server: dict) -> None:
+    url, images = server["url"], server["deployment"]["images"]
+    n_photos = 20  # two ingest batches: progress is published between them
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(n_photos):
+            image = images[i].copy()
+            image.flat[i] = 255 - image.flat[i]  # new photos, never merged with stored ones
+            archive.writestr(f"batch/{i}.png", png_bytes(image))
+        archive.writestr("notes.txt", b"not a photo")
+    started = httpx.post(
+        url + "/items/batch",
+        files={"archive": ("photos.zip", buffer.getvalue(), "application/zip")},
+        data={"metadata": json.dumps({"run": "batch"})}, headers=AUTH, timeout=60,
+    )  # fmt: skip
+    assert started.status_code == 202, started.text
+    job = started.json()["job"]
+    final: dict[int, dict] = {}  # worker pid -> its answer once the job had ended
+    answered: set[int] = set()  # every worker that answered, whatever the state
+    ended, polls = False, 0
+    deadline = time.monotonic() + 120
+    while len(final) < 2 or polls < 40:
+        assert time.monotonic() < deadline, f"job {job}: final answers from {set(final)}"
+        polls += 1
+        answer = httpx.get(f"{url}/jobs/{job}", timeout=30)  # a new connection: any worker
+        assert answer.status_code == 200, (answer.headers.get("x-hashlab-worker"), answer.text)
+        answered.add(int(answer.headers["x-hashlab-worker"]))
+        status = answer.json()
+        assert status["job"] == job and status["total"] == n_photos + 1
+        assert status["state"] in ("running", "done"), status
+        if ended:  # once any worker said it ended, no worker says it runs
+            assert status["state"] == "done", status
+        if status["state"] == "done":
+            ended = True
+            final[int(answer.headers["x-hashlab-worker"])] = status
+        else:
+            time.sleep(0.05)
+    assert answered == set(final)  # two workers, and both knew the job at every poll
+    reports = list(final.values())
+    assert reports[0]["added"] == n_photos and reports[0]["done"] == n_photos + 1
+    assert [r["file"] for r in reports[0]["refused"]] == ["notes.txt"]
+    for report in reports[1:]:  # both workers give the same final report
+        same = {key: value for key, value in report.items() if key != "seconds"}
+        assert same == {key: value for key, value in reports[0].items() if key != "seconds"}
+    assert httpx.get(f"{url}/jobs/{'0' * 12}", timeout=30).status_code == 404
 
 
 def test_a_worker_killed_mid_writes_loses_nothing_acknowledged(server: dict) -> None:

@@ -7,7 +7,10 @@ e.g. ``{"site": "A12", "date": "2024-05-01"}``). It answers 202 with a job id at
 ``GET /jobs/{id}`` reports progress (``done`` of ``total`` files), the ids added and, per
 refused file, why (too large, not an image, a decompression bomb, ...). Photos are added in
 small batches, each one index commit, so a crash or a full disk keeps every batch already
-acknowledged in the job's report and nothing of the batch in flight. One job runs at a time.
+acknowledged in the job's report and nothing of the batch in flight. One job runs at a time
+(across every worker of ``--workers N``). The status is also kept on disk (see
+:mod:`~hashlab.service.jobs`), so any worker answers ``GET /jobs/{id}``, not only the one
+running the job.
 
 Zip members are read into memory one at a time, never extracted by name, each capped at the
 upload limit (``file_size`` from the directory, then the bytes actually read), so neither
@@ -16,6 +19,7 @@ path traversal nor a zip bomb can reach the disk or the memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
@@ -27,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from hashlab.service.errors import ServiceError
+from hashlab.service.jobs import JobFiles, public_status, stored_record
 from hashlab.service.limits import shown
 
-__all__ = ["IngestJob", "spool_archive", "start_job"]
+__all__ = ["IngestJob", "job_status", "spool_archive", "start_job"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 MAX_FILES = 20_000
@@ -52,7 +57,8 @@ class IngestJob:
     error: str | None = None
     started: float = field(default_factory=time.time)
     finished: float | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: reentrant: the end state is written to the status file and set here under one hold
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def refuse(self, name: str, reason: str) -> None:
         with self.lock:
@@ -75,6 +81,41 @@ class IngestJob:
                 "error": self.error,
                 "seconds": round((self.finished or time.time()) - self.started, 3),
             }
+
+    def record(self, **final: Any) -> dict:
+        """The status file's content (``final``: the end state, before it is set here)."""
+        snapshot = {**self.snapshot(), **{k: v for k, v in final.items() if k != "finished"}}
+        return stored_record(snapshot, self.started, final.get("finished", self.finished))
+
+
+def _job_files(service: Any) -> JobFiles | None:
+    """Where job status files live: ``.jobs`` in the upload store (None: no store)."""
+    uploads = getattr(service, "uploads", None)
+    return None if uploads is None else JobFiles(uploads.root / ".jobs")
+
+
+def _running_here(service: Any) -> set[str]:
+    return {job_id for job_id, job in list(service.jobs.items()) if job.state == "running"}
+
+
+def _publish(service: Any, job: IngestJob, **final: Any) -> None:
+    files = _job_files(service)
+    if files is None:
+        return
+    try:
+        files.write(job.record(**final))
+    except OSError:
+        pass  # a full disk fails the job's next add with 507; this worker still knows it
+
+
+def job_status(service: Any, job_id: str) -> dict | None:
+    """A job's report: from memory when this worker runs it, else from its status file."""
+    job = service.jobs.get(job_id)
+    if job is not None:
+        return job.snapshot()
+    files = _job_files(service)
+    record = None if files is None else files.read(job_id, _running_here(service))
+    return None if record is None else public_status(record)
 
 
 async def spool_archive(service: Any, upload: Any, limit: int) -> Path:
@@ -194,15 +235,25 @@ def start_job(service: Any, fields: dict[str, Any], archive: Path | None) -> dic
         raise
     job.total = len(sources) + job.n_refused
     job.done = job.n_refused
-    with _START_LOCK:  # the check and the registration are one step: one job at a time
-        if any(other.state == "running" for other in service.jobs.values()):
+    files = _job_files(service)
+    # the check and the registration are one step, across threads (_START_LOCK) and across
+    # the workers of --workers N (the .jobs folder's flock): one job at a time
+    with _START_LOCK, files.start_lock() if files is not None else _no_lock():
+        here = _running_here(service)
+        elsewhere = files is not None and any(
+            record.get("state") == "running" for record in files.records(here)
+        )
+        if here or elsewhere:
             if handle is not None:
                 handle.close()
             if archive is not None:
                 archive.unlink(missing_ok=True)
             raise ServiceError(409, "a batch job is already running; wait for it to finish")
         _forget_old_jobs(service)
+        if files is not None:
+            files.forget_old(FINISHED_JOBS_KEPT, here)
         service.jobs[job.id] = job
+        _publish(service, job)
     thread = threading.Thread(
         target=_run, args=(service, job, sources, base, handle, archive), daemon=True,
         name=f"hashlab-ingest-{job.id}",
@@ -213,9 +264,7 @@ def start_job(service: Any, fields: dict[str, Any], archive: Path | None) -> dic
 
 def _resolve_folder(service: Any, text: Any) -> Path:
     if service.ingest_root is None:
-        raise ServiceError(
-            403, "folder ingestion is off: start the server with --ingest-root DIR"
-        )
+        raise ServiceError(403, "folder ingestion is off: start the server with --ingest-root DIR")
     if not isinstance(text, str) or "\x00" in text:
         raise ServiceError(400, "folder must be a path (a string)")
     root = service.ingest_root
@@ -227,9 +276,14 @@ def _resolve_folder(service: Any, text: Any) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def _no_lock() -> Iterator[None]:
+    yield
+
+
 def _forget_old_jobs(service: Any) -> None:
     finished = [job for job in service.jobs.values() if job.state != "running"]
-    for job in sorted(finished, key=lambda j: j.started)[:-FINISHED_JOBS_KEPT or None]:
+    for job in sorted(finished, key=lambda j: j.started)[: -FINISHED_JOBS_KEPT or None]:
         service.jobs.pop(job.id, None)
 
 
@@ -246,6 +300,8 @@ def _run(
     handle: zipfile.ZipFile | None,
     archive: Path | None,
 ) -> None:
+    # what a BaseException (the server stopping) leaves the job as
+    state, error_text = "failed", "the server stopped before the job finished"
     try:
         for batch in _batches(sources):
             photos, images, metas = [], [], []
@@ -271,14 +327,20 @@ def _run(
                 with job.lock:
                     job.added.extend(new_ids)
                     job.done += len(photos)
-        job.state = "done"
+            _publish(service, job)  # other workers see the progress batch by batch
+        state, error_text = "done", None
     except ServiceError as error:
-        job.error, job.state = error.message, "failed"
+        state, error_text = "failed", error.message
     except Exception as error:  # noqa: BLE001 - the report says it; the server goes on
-        job.error = f"internal error ({type(error).__name__}: {shown(str(error), 200)})"
-        job.state = "failed"
+        state = "failed"
+        error_text = f"internal error ({type(error).__name__}: {shown(str(error), 200)})"
     finally:
-        job.finished = time.time()
+        finished = time.time()
+        # file and memory change under one hold of the lock this worker's answers take: no
+        # worker reports "running" after any worker said the job ended
+        with job.lock:
+            _publish(service, job, state=state, error=error_text, finished=finished)
+            job.error, job.state, job.finished = error_text, state, finished
         if handle is not None:
             handle.close()
         if archive is not None:

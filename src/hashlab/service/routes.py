@@ -309,10 +309,10 @@ def create_app(service: SearchService) -> FastAPI:
 
     @app.get("/jobs/{job_id}")
     def job_status(job_id: str) -> dict:
-        job = service.jobs.get(job_id)
-        if job is None:
+        status = ingest.job_status(service, job_id)  # this worker's, or any worker's file
+        if status is None:
             raise ServiceError(404, f"no batch job {shown(job_id)}")
-        return job.snapshot()
+        return status
 
     @app.delete("/items/{item_id}")
     def delete_item(item_id: str, request: Request) -> dict:
