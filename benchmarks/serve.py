@@ -33,6 +33,15 @@ server closed mid-send counts as refused, since that is the early 413 working) a
 server's resident memory sampled every second, so a leak or a stall shows as a trend:
 
     python benchmarks/serve.py --soak --n-items 100000 --seconds 120 --out /tmp/soak.md
+
+``--compare-workers 1,2`` measures ``hashlab serve --workers N`` for each N in the list, one
+after the other on the same model and index in the same run: the hex-code phase only (each N
+gets ``--seconds``, after a warm-up that reaches every worker), its QPS and the ratio of each
+QPS to the first one's, written to ``benchmarks/serve_workers.md``. Server cores count the
+supervisor and all its workers. On a machine shared with other jobs the ratio is indicative:
+
+    python benchmarks/serve.py --compare-workers 1,2 --n-items 200000 --seconds 10 \
+        --bits 32 --backbone small_cnn   # small_cnn: quick to start; 32 bits: its ITQ limit
 """
 
 from __future__ import annotations
@@ -121,16 +130,15 @@ def free_port() -> int:
 
 
 def start_server(
-    model: Path, index: Path, port: int, token: str | None = None
+    model: Path, index: Path, port: int, token: str | None = None, workers: int = 1
 ) -> subprocess.Popen:
     command = [sys.executable, "-m", "hashlab", "serve", "--model", str(model),
-               "--index", str(index), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+               "--index", str(index), "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers)]  # fmt: skip
     env = {key: value for key, value in os.environ.items() if key != "HASHLAB_TOKEN"}
     if token is not None:
         env["HASHLAB_TOKEN"] = token  # never on the command line (visible in ps)
-    server = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-    )
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 180
     while True:
         try:
@@ -145,12 +153,23 @@ def start_server(
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process (Linux /proc; None elsewhere)."""
+    """User + system CPU seconds of a process and its live children (Linux /proc; else None).
+
+    The children count for ``--workers N``, where the server pid is the supervisor and the
+    requests are served by its forked workers.
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        total += cpu_seconds(int(child)) or 0.0
+    return total
 
 
 Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
@@ -160,6 +179,7 @@ async def load_phase(url: str, request: Request, clients: int, seconds: float) -
     """``clients`` workers send requests back to back until ``seconds`` have passed."""
     latencies: list[float] = []
     errors: list[str] = []
+    by_worker: dict[str, int] = {}  # X-Hashlab-Worker -> requests it answered
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         deadline = time.perf_counter() + seconds
@@ -172,6 +192,8 @@ async def load_phase(url: str, request: Request, clients: int, seconds: float) -
                     response = await request(client, position)
                     if response.status_code == 200:
                         latencies.append(time.perf_counter() - sent)
+                        pid = response.headers.get("x-hashlab-worker", "?")
+                        by_worker[pid] = by_worker.get(pid, 0) + 1
                     else:
                         errors.append(f"{response.status_code} {response.text[:100]}")
                 except httpx.HTTPError as error:
@@ -186,6 +208,7 @@ async def load_phase(url: str, request: Request, clients: int, seconds: float) -
         "requests": len(latencies),
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
+        "by_worker": by_worker,
         "seconds": elapsed,
         "qps": len(latencies) / elapsed,
         "p50_ms": float(np.percentile(array, 50)) if len(array) else float("nan"),
@@ -406,6 +429,96 @@ def run_soak(args: argparse.Namespace) -> None:
     Path(args.out).write_text(text)
 
 
+def warm_every_worker(url: str, body: dict, workers: int) -> None:
+    """Code searches on new connections until each of ``workers`` has answered two."""
+    answered: dict[str, int] = {}
+    deadline = time.monotonic() + 300
+    while len(answered) < workers or min(answered.values()) < 2:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only workers {sorted(answered)} answered a search")
+        response = httpx.post(f"{url}/search", json=body, timeout=300)
+        response.raise_for_status()
+        pid = response.headers.get("x-hashlab-worker", "?")
+        answered[pid] = answered.get(pid, 0) + 1
+
+
+def run_compare_workers(args: argparse.Namespace, counts: list[int]) -> None:
+    """Hex-code QPS of ``--workers N`` for each N in ``counts``, same index, one run."""
+    folder = Path(tempfile.mkdtemp(prefix="hashlab-serve-workers-"))
+    results: list[tuple[int, dict, tuple[float, float, float]]] = []
+    try:
+        model_dir, _ = fit_model(folder, args.bits, args.backbone)
+        index_dir = build_index(folder, args.n_items, args.bits, args.seed)
+        rng = np.random.default_rng(args.seed + 1)
+        query_codes = codes_to_hex(rng.integers(0, 2, (N_QUERY_CODES, args.bits), dtype=np.uint8))
+
+        async def code_query(client: httpx.AsyncClient, i: int) -> httpx.Response:
+            body = {"code": query_codes[i % len(query_codes)], "k": args.k}
+            return await client.post("/search", json=body)
+
+        for workers in counts:
+            port = free_port()
+            server = start_server(model_dir, index_dir, port, workers=workers)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                warm_every_worker(url, {"code": query_codes[0], "k": args.k}, workers)
+                load_average = os.getloadavg()
+                result = run_phase(url, code_query, args.clients, args.seconds, server.pid)
+                results.append((workers, result, load_average))
+            finally:
+                server.terminate()
+                server.wait(timeout=60)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    base = results[0][1]["qps"]
+    command = "python " + " ".join([sys.argv[0], *sys.argv[1:]])
+    lines = [
+        "# Search service: QPS of 1 vs N workers, measured in one run",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"- items: {args.n_items}",
+        f"- bits: {args.bits}",
+        f"- k: {args.k}",
+        f"- seconds per worker count: {args.seconds}",
+        f"- clients: {args.clients} (asyncio + httpx, one keep-alive connection each, "
+        "same machine; the kernel gives each connection to one worker)",
+        "- queries: POST /search with a random hex code",
+        f"- cpu: {os.cpu_count()} logical CPUs ({affinity} usable), "
+        f"{platform.processor() or platform.machine()}",
+        "",
+        "| workers | requests | errors | QPS | QPS / QPS of "
+        f"{counts[0]} | p50 ms | p99 ms | server cores | client cores | requests per worker "
+        "| load avg before (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for workers, r, load in results:
+        cores = "n/a" if r["server_cores"] is None else f"{r['server_cores']:.2f}"
+        lines.append(
+            f"| {workers} | {r['requests']:,} | {r['errors']} | {r['qps']:,.1f} "
+            f"| {r['qps'] / base:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {cores} "
+            f"| {r['client_cores']:.2f} "
+            f"| {' / '.join(str(n) for n in sorted(r['by_worker'].values(), reverse=True))} "
+            f"| {load[0]:.2f} |"
+        )
+    lines += [
+        "",
+        "Requests per worker: how the answered requests split over the worker processes "
+        "(by X-Hashlab-Worker); each keep-alive connection stays on the worker that accepted "
+        "it. The load generator runs on the same machine and every process shares its cores with "
+        "whatever else runs there (see the load average), so the ratio is indicative of this "
+        "machine at that moment, not a property of the server.",
+    ]
+    for workers, r, _ in results:
+        if r["first_error"]:
+            lines.append(f"\nFirst error with {workers} workers: `{r['first_error']}`")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(args.out).write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-items", type=int, default=1_000_000)
@@ -418,14 +531,28 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="wall time of each phase")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="markdown report (default: benchmarks/"
-                        "serve_results.md, or serve_soak.md with --soak)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="markdown report (default: benchmarks/serve_results.md; serve_soak.md with "
+        "--soak, serve_workers.md with --compare-workers)",
+    )
     parser.add_argument(
         "--soak", action="store_true", help="one bounded mixed phase (see the docstring)"
     )
+    parser.add_argument(
+        "--compare-workers",
+        default=None,
+        metavar="1,N",
+        help="hex-code QPS of hashlab serve --workers N for each count, one run (docstring)",
+    )
     args = parser.parse_args()
     if args.out is None:
-        args.out = "benchmarks/serve_soak.md" if args.soak else "benchmarks/serve_results.md"
+        args.out = (
+            "benchmarks/serve_soak.md" if args.soak
+            else "benchmarks/serve_workers.md" if args.compare_workers
+            else "benchmarks/serve_results.md"
+        )  # fmt: skip
     for name in ("n_items", "bits", "k", "clients"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -434,6 +561,15 @@ def main() -> None:
     image_clients = args.image_clients or args.clients
     if args.soak:
         run_soak(args)
+        return
+    if args.compare_workers is not None:
+        try:
+            counts = [int(part) for part in args.compare_workers.split(",")]
+        except ValueError:
+            parser.error(f"--compare-workers takes counts like 1,2, got {args.compare_workers}")
+        if len(counts) < 2 or min(counts) < 1:
+            parser.error("--compare-workers needs two or more counts, each at least 1")
+        run_compare_workers(args, counts)
         return
 
     folder = Path(tempfile.mkdtemp(prefix="hashlab-serve-bench-"))
