@@ -1,9 +1,10 @@
 """The float upper reference of every table: off-the-shelf CNN descriptors ranked by cosine.
 
 The survey's first tier of deep retrieval is the pooled CNN feature itself, compared by
-cosine similarity, with no hashing. It bounds what a hash function on those features can
-reach at map@all / map@k (a code is a lossy summary of the feature), and it is what a user
-pays for in memory and time by *not* hashing. :func:`float_reference` scores it on a split
+cosine similarity, with no hashing. It bounds what codes that only summarise those features
+can reach at map@all / map@k (unsupervised hashing: a code is a lossy summary of the
+feature; label-supervised codes learn the labels' similarity and can pass it), and it is
+what a user pays for in memory and time by *not* hashing. :func:`float_reference` scores it on a split
 with the table's ranking metrics (radius metrics such as map@r2 have no float analogue and
 are left out) and measures, in the same run, the memory per item and the top-``k`` search
 time per query of an exact float index (faiss ``IndexFlatIP`` on L2-normalised features)

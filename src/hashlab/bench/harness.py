@@ -1128,8 +1128,9 @@ def _float_reference_lines(reference: dict[str, Any] | None, bits: list[int]) ->
         "",
         f"{reference['feature_dim']}-d float32 features, exact cosine ranking: {scores} "
         f"(not applicable: {', '.join(reference['not_applicable']) or 'none'}; deterministic, "
-        "so one value, not a mean over seeds). The upper bound a hash function on these "
-        "features aims at; its cost beside the codes' "
+        "so one value, not a mean over seeds). What ranking by the raw features gives: the "
+        "bound for codes that only summarise them (unsupervised rows); label-supervised codes "
+        "learn the labels' similarity and can pass it. Its cost beside the codes' "
         f"({costs['timing']}; top-{costs['k']} over {costs['n_items']:,} items):",
         "",
         "| representation | bytes per item | top-k CPU time per query, float / codes |",
@@ -1337,7 +1338,9 @@ def _run_in_parts(spec: TableSpec, args: argparse.Namespace, command: str) -> di
                 harness.runs[(line["row"], line["bits"], line["seed"])] = line
                 harness._append("runs.jsonl", line)
     harness.jobs = len(groups)
-    if args.merge_only:
+    harness.reference()  # the float reference of the merged table (the parts have their own)
+    expected = len(spec.rows) * len(spec.bits) * len(spec.seeds)
+    if args.merge_only and len(harness.runs) < expected:
         harness.note = (
             "merged with --merge-only: the workers were stopped before the end, "
             "so this table holds the runs that had finished"
