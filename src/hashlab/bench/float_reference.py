@@ -4,12 +4,12 @@ The survey's first tier of deep retrieval is the pooled CNN feature itself, comp
 cosine similarity, with no hashing. It bounds what codes that only summarise those features
 can reach at map@all / map@k (unsupervised hashing: a code is a lossy summary of the
 feature; label-supervised codes learn the labels' similarity and can pass it), and it is
-what a user pays for in memory and time by *not* hashing. :func:`float_reference` scores it on a split
-with the table's ranking metrics (radius metrics such as map@r2 have no float analogue and
-are left out) and measures, in the same run, the memory per item and the top-``k`` search
-time per query of an exact float index (faiss ``IndexFlatIP`` on L2-normalised features)
-against an exact binary index (faiss ``IndexBinaryFlat``) over codes of each table length:
-time is a ratio measured side by side, never a number to copy.
+what a user pays for in memory and time by *not* hashing. :func:`float_reference` scores it
+on a split with the table's ranking metrics (radius metrics such as map@r2 have no float
+analogue and are left out) and measures, in the same run, the memory per item and the
+top-``k`` search time per query of an exact float index (faiss ``IndexFlatIP`` on
+L2-normalised features) against an exact binary index (faiss ``IndexBinaryFlat``) over codes
+of each table length: time is a ratio measured side by side, never a number to copy.
 """
 
 from __future__ import annotations
