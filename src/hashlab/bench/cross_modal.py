@@ -45,6 +45,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -193,9 +194,12 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
                 model.fit(fit_data, val_data)
                 training = model.extra_config_["training"]
                 done = converged(training["best_epoch"], epochs)
-                if done or training["stopped_early"] or epochs * 2 > cap_epochs:
+                if done or training["stopped_early"] or epochs >= cap_epochs:
                     break
-                epochs *= 2  # resumed from the checkpoint: the same run as a fresh 2x one
+                # resumed from the checkpoint: the same run as a fresh longer one; up to the
+                # cap itself (steps per epoch rarely divide the budget, so doubling the epochs
+                # can overshoot the cap by one and used to skip the rerun)
+                epochs = min(epochs * 2, cap_epochs)
         record.update(
             epochs=epochs, steps_per_epoch=steps, best_epoch=training["best_epoch"],
             epochs_run=len(training["history"]), stopped_early=training["stopped_early"],
@@ -612,7 +616,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.rows:  # a subset is written beside the full table, not over it
             prefixes = tuple(r.strip() for r in args.rows.split(",") if r.strip())
             rows = {k: v for k, v in METHOD_ROWS.items() if k.startswith(prefixes)}
-            stem = f"wikipedia_methods_{'_'.join(prefixes)}_{'_'.join(map(str, bits))}bits"
+            names = "_".join(re.sub(r"[^A-Za-z0-9]+", "-", p).strip("-") for p in prefixes)
+            stem = f"wikipedia_methods_{names}_{'_'.join(map(str, bits))}bits"
         print(run_method_table(bits, methods=rows, stem=stem, **common)["markdown"])
     return 0
 
