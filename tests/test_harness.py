@@ -216,3 +216,18 @@ def test_work_groups_deal_bits_then_rows_over_workers():
         assert sorted(mine) == ["a", "dch", "itq"]
     assert {r.label for r in by_rows[0][1]} == {"dch", "itq"}
     assert len({g[2] for g in by_rows}) == 4  # one folder per worker
+
+
+def test_a_new_part_of_a_resumed_table_starts_from_its_finished_runs(tmp_path):
+    from hashlab.bench.harness import _read_lines, _seed_part
+
+    main, part = tmp_path / "table", tmp_path / "table" / "parts" / "bits-16"
+    part.mkdir(parents=True)
+    (main / "spec.json").write_text(json.dumps({"key": {"metric": "map@all"}, "seconds": 1.0}))
+    runs = [{"row": "itq", "bits": b, "seed": 0, "scores": {}} for b in (16, 32)]
+    (main / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    _seed_part(main, part, (16,))
+    assert [r["bits"] for r in _read_lines(part / "runs.jsonl")] == [16]
+    assert json.loads((part / "spec.json").read_text())["key"] == {"metric": "map@all"}
+    _seed_part(main, part, (16,))  # a part that already has its own spec is left alone
+    assert len(_read_lines(part / "runs.jsonl")) == 1

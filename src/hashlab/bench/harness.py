@@ -1293,6 +1293,19 @@ def _work_groups(
     return out
 
 
+def _seed_part(main: Path, part: Path, bits: tuple[int, ...]) -> None:
+    """A new part of a resumed table starts from the main folder's finished runs and
+    tunings at its bit lengths, so a worker never retrains what the table already has."""
+    if (part / "spec.json").is_file() or not (main / "spec.json").is_file():
+        return
+    (part / "spec.json").write_text((main / "spec.json").read_text())
+    for name in ("runs.jsonl", "tuning.jsonl"):
+        lines = [line for line in _read_lines(main / name) if line["bits"] in bits]
+        with open(part / name, "a") as handle:
+            for line in lines:
+                handle.write(json.dumps(line, default=_json_default) + "\n")
+
+
 def _run_in_parts(spec: TableSpec, args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Bit lengths split over ``args.jobs`` worker processes, each a harness of its own in
     ``OUT/parts/bits-...`` (log in ``log.txt`` there), merged into ``OUT`` at the end."""
@@ -1306,6 +1319,8 @@ def _run_in_parts(spec: TableSpec, args: argparse.Namespace, command: str) -> di
         for group, rows, folder_name in groups:
             folder = parts / folder_name
             folder.mkdir(parents=True, exist_ok=True)
+            if args.resume:
+                _seed_part(Path(args.out), folder, group)
             worker = [
                 sys.executable,
                 "-m",
