@@ -65,6 +65,9 @@ class UGACH(PairedBatchMethod):
         family="cross_modal", supervision="none", inputs="paired_text", modalities=MODALITIES
     )
     hidden_activation = "tanh"
+    #: epochs of discriminator pre-training on known negatives: none for the unsupervised
+    #: UGACH; SCH-GAN (semi-supervised) sets it and overrides ``_known_negatives``
+    pretrain_epochs: int = 0
 
     def __init__(
         self,
@@ -152,8 +155,10 @@ class UGACH(PairedBatchMethod):
     def _known_negatives(
         self, state: TrainState, queries: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
-        """Items known to be irrelevant to each query (for pre-training; none here)."""
-        raise NotImplementedError("UGACH has no pre-training")
+        """Items known to be irrelevant to each query, for pre-training. Unsupervised UGACH
+        knows none and never pre-trains (``pretrain_epochs = 0``), so this is never called
+        on it; a subclass that pre-trains overrides it (SCH-GAN: items sharing no label)."""
+        raise TypeError(f"{type(self).__name__} sets pretrain_epochs but knows no negatives")
 
     def training_step(self, batch: torch.Tensor, state: TrainState) -> torch.Tensor | None:
         nets, inputs = state.network, self.device_inputs(state)
@@ -163,7 +168,7 @@ class UGACH(PairedBatchMethod):
             return None
         loss = torch.zeros((), device=state.device)
         # discriminator pre-training (SCH-GAN): known negatives instead of generated ones
-        pretraining = state.epoch < getattr(self, "pretrain_epochs", 0)
+        pretraining = state.epoch < self.pretrain_epochs
         for query, other in (("image", "text"), ("text", "image")):
             q = inputs[query][queries]
             pool = self._candidates(state, queries, generator)
